@@ -1,0 +1,114 @@
+"""Span names, attribute keys and small helpers that every driver uses.
+
+This module is the single source of the names written down in ``tracing/CONVENTIONS.md``;
+a test checks that the two agree. Drivers use the OpenTelemetry *API* only
+(``opentelemetry.trace.Tracer``), so a node without tracing pays for no-op spans, and call
+sites never check ``if tracer:``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
+
+# ---------------------------------------------------------------- span names: <protocol>.<step>
+NODE_DIAL: Final = "node.dial"  # a whole dial: pick addresses, transport dial, upgrade
+NODE_UPGRADE: Final = "node.upgrade"  # raw connection -> secure -> muxed
+CONNECTION: Final = "connection"  # lifetime of one libp2p connection
+TCP_DIAL: Final = "tcp.dial"
+TCP_ACCEPT: Final = "tcp.accept"
+TCP_LISTEN: Final = "tcp.listen"
+MSS_NEGOTIATE: Final = "mss.negotiate"
+NOISE_HANDSHAKE: Final = "noise.handshake"
+YAMUX_SESSION: Final = "yamux.session"
+YAMUX_STREAM: Final = "yamux.stream"
+MPLEX_SESSION: Final = "mplex.session"
+MPLEX_STREAM: Final = "mplex.stream"
+STREAM_HANDLE: Final = "stream.handle"  # an inbound stream served by a protocol handler
+IDENTIFY_EXCHANGE: Final = "identify.exchange"
+IDENTIFY_PUSH: Final = "identify.push"
+PING: Final = "ping"
+PERF: Final = "perf"
+
+# ---------------------------------------------------------------- attribute keys
+# OpenTelemetry semantic conventions where they fit
+NETWORK_TRANSPORT: Final = "network.transport"  # "tcp" | "udp"
+NETWORK_TYPE: Final = "network.type"  # "ipv4" | "ipv6"
+NETWORK_PEER_ADDRESS: Final = "network.peer.address"
+NETWORK_PEER_PORT: Final = "network.peer.port"
+NETWORK_LOCAL_ADDRESS: Final = "network.local.address"
+NETWORK_LOCAL_PORT: Final = "network.local.port"
+# libp2p.* for the rest
+LIBP2P_PEER_ID: Final = "libp2p.peer_id"  # resource attribute: the node's own id
+LIBP2P_NODE_LABEL: Final = "libp2p.node_label"  # resource attribute: "A", "relay", ...
+LIBP2P_REMOTE_PEER_ID: Final = "libp2p.remote_peer_id"
+LIBP2P_PROTOCOL: Final = "libp2p.protocol"
+LIBP2P_PROTOCOLS_OFFERED: Final = "libp2p.protocols_offered"
+LIBP2P_MULTIADDR: Final = "libp2p.multiaddr"  # the remote multiaddr of a dial/connection
+LIBP2P_LOCAL_MULTIADDR: Final = "libp2p.local_multiaddr"
+LIBP2P_DIRECTION: Final = "libp2p.direction"  # "inbound" | "outbound"
+LIBP2P_ROLE: Final = "libp2p.role"  # "initiator" | "responder"
+LIBP2P_SECURITY: Final = "libp2p.security"  # "/noise"
+LIBP2P_MUXER: Final = "libp2p.muxer"  # "/yamux/1.0.0" | "/mplex/6.7.0"
+LIBP2P_STREAM_ID: Final = "libp2p.stream_id"
+LIBP2P_CONNECTION_ID: Final = "libp2p.connection_id"
+LIBP2P_BYTES_SENT: Final = "libp2p.bytes_sent"
+LIBP2P_BYTES_RECEIVED: Final = "libp2p.bytes_received"
+LIBP2P_RTT_MS: Final = "libp2p.rtt_ms"
+LIBP2P_ATTEMPT: Final = "libp2p.attempt"
+LIBP2P_OUTCOME: Final = "libp2p.outcome"
+LIBP2P_REASON: Final = "libp2p.reason"
+LIBP2P_AGENT: Final = "libp2p.agent_version"
+LIBP2P_OBSERVED_ADDR: Final = "libp2p.observed_addr"
+LIBP2P_LISTEN_ADDRS: Final = "libp2p.listen_addrs"
+LIBP2P_THROUGHPUT_MBPS: Final = "libp2p.throughput_mbps"
+LIBP2P_CLOSE_REASON: Final = "libp2p.close_reason"
+LIBP2P_ERROR_SIDE: Final = "libp2p.error_side"  # "local" | "remote"
+
+# ---------------------------------------------------------------- event names and keys
+MESSAGE_SENT: Final = "message.sent"
+MESSAGE_RECEIVED: Final = "message.received"
+MESSAGE_TYPE: Final = "message.type"
+MESSAGE_SIZE: Final = "message.size"  # bytes on the wire, including any length prefix
+
+#: A tracer whose spans cost next to nothing; the default for every driver.
+NO_TRACER: Final[Tracer] = trace.NoOpTracer()
+
+
+def message_sent(
+    span: Span, message_type: str, size: int, attributes: Mapping[str, AttributeValue] | None = None
+) -> None:
+    """Record a protocol message we sent as a ``message.sent`` span event."""
+    attrs: dict[str, AttributeValue] = {MESSAGE_TYPE: message_type, MESSAGE_SIZE: size}
+    if attributes:
+        attrs.update(attributes)
+    span.add_event(MESSAGE_SENT, attrs)
+
+
+def message_received(
+    span: Span, message_type: str, size: int, attributes: Mapping[str, AttributeValue] | None = None
+) -> None:
+    """Record a protocol message we received as a ``message.received`` span event."""
+    attrs: dict[str, AttributeValue] = {MESSAGE_TYPE: message_type, MESSAGE_SIZE: size}
+    if attributes:
+        attrs.update(attributes)
+    span.add_event(MESSAGE_RECEIVED, attrs)
+
+
+def mark_error(span: Span, err: BaseException, *, side: str | None = None) -> None:
+    """Mark a span as failed with ``err``; ``side`` is "local" or "remote" when known."""
+    from ..errors import LocalProtocolError, RemoteProtocolError
+
+    if side is None:
+        if isinstance(err, RemoteProtocolError):
+            side = "remote"
+        elif isinstance(err, LocalProtocolError):
+            side = "local"
+    if side is not None:
+        span.set_attribute(LIBP2P_ERROR_SIDE, side)
+    span.record_exception(err)
+    span.set_status(Status(StatusCode.ERROR, f"{type(err).__name__}: {err}"))
