@@ -33,6 +33,23 @@ IDENTIFY_EXCHANGE: Final = "identify.exchange"
 IDENTIFY_PUSH: Final = "identify.push"
 PING: Final = "ping"
 PERF: Final = "perf"
+# planned (named in DESIGN.md; the protocols land in later issues)
+TLS_HANDSHAKE: Final = "tls.handshake"
+QUIC_DIAL: Final = "quic.dial"
+QUIC_ACCEPT: Final = "quic.accept"
+AUTONAT_PROBE: Final = "autonat.probe"
+AUTONAT_DIAL_BACK: Final = "autonat.dial_back"
+RELAY_RESERVE: Final = "relay.reserve"
+RELAY_CONNECT: Final = "relay.connect"
+RELAY_CIRCUIT: Final = "relay.circuit"
+DCUTR_UPGRADE: Final = "dcutr.upgrade"
+DCUTR_ATTEMPT: Final = "dcutr.attempt"
+HOLEPUNCH_DIAL: Final = "holepunch.dial"
+KAD_LOOKUP: Final = "kad.lookup"
+KAD_REQUEST: Final = "kad.request"
+GOSSIPSUB_PUBLISH: Final = "gossipsub.publish"
+GOSSIPSUB_HEARTBEAT: Final = "gossipsub.heartbeat"
+BITSWAP_WANT: Final = "bitswap.want"
 
 # ---------------------------------------------------------------- attribute keys
 # OpenTelemetry semantic conventions where they fit
@@ -68,12 +85,38 @@ LIBP2P_LISTEN_ADDRS: Final = "libp2p.listen_addrs"
 LIBP2P_THROUGHPUT_MBPS: Final = "libp2p.throughput_mbps"
 LIBP2P_CLOSE_REASON: Final = "libp2p.close_reason"
 LIBP2P_ERROR_SIDE: Final = "libp2p.error_side"  # "local" | "remote"
+LIBP2P_TRANSPORT: Final = "libp2p.transport"  # "tcp" | "quic-v1" | "p2p-circuit" | "sim"
+LIBP2P_CANDIDATES: Final = "libp2p.candidates"  # the addresses a dial may try
+LIBP2P_EARLY_MUXER: Final = "libp2p.early_muxer"  # muxer chosen inside the security handshake
+LIBP2P_LIMITED: Final = "libp2p.limited"  # a limited (relayed) connection
+LIBP2P_PROTOCOLS: Final = "libp2p.protocols"  # protocols a peer announced (identify)
+LIBP2P_SIGNED_RECORD: Final = "libp2p.signed_record"  # identify carried a signed peer record
+LIBP2P_MSS_LAZY: Final = "libp2p.mss_lazy"  # multistream-select 0-RTT (lazy) negotiation
+LIBP2P_REUSE_PORT: Final = "libp2p.reuse_port"  # a dial left from the listen port
 
 # ---------------------------------------------------------------- event names and keys
 MESSAGE_SENT: Final = "message.sent"
 MESSAGE_RECEIVED: Final = "message.received"
 MESSAGE_TYPE: Final = "message.type"
 MESSAGE_SIZE: Final = "message.size"  # bytes on the wire, including any length prefix
+TCP_REUSE_PORT_FAILED: Final = "tcp.reuse_port_failed"  # fell back to an ephemeral port
+
+# ---------------------------------------------------------------- attribute values
+# libp2p.outcome: the hole-punch taxonomy (go-libp2p, punchr); other steps use success/failed
+OUTCOME_SUCCESS: Final = "success"
+OUTCOME_CONNECTION_REVERSED: Final = "connection_reversed"
+OUTCOME_DIRECT_DIAL: Final = "direct_dial"
+OUTCOME_NO_SUITABLE_ADDRESS: Final = "no_suitable_address"
+OUTCOME_TIMEOUT: Final = "timeout"
+OUTCOME_PROTOCOL_ERROR: Final = "protocol_error"
+OUTCOME_FAILED: Final = "failed"
+# libp2p.direction, libp2p.role, libp2p.error_side
+DIRECTION_INBOUND: Final = "inbound"
+DIRECTION_OUTBOUND: Final = "outbound"
+ROLE_INITIATOR: Final = "initiator"
+ROLE_RESPONDER: Final = "responder"
+ERROR_SIDE_LOCAL: Final = "local"
+ERROR_SIDE_REMOTE: Final = "remote"
 
 #: A tracer whose spans cost next to nothing; the default for every driver.
 NO_TRACER: Final[Tracer] = trace.NoOpTracer()
@@ -105,9 +148,9 @@ def mark_error(span: Span, err: BaseException, *, side: str | None = None) -> No
 
     if side is None:
         if isinstance(err, RemoteProtocolError):
-            side = "remote"
+            side = ERROR_SIDE_REMOTE
         elif isinstance(err, LocalProtocolError):
-            side = "local"
+            side = ERROR_SIDE_LOCAL
     if side is not None:
         span.set_attribute(LIBP2P_ERROR_SIDE, side)
     span.record_exception(err)

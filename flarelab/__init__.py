@@ -1,0 +1,150 @@
+"""flarelab: a traced libp2p node on trio, for learning and debugging NAT hole punching.
+
+The public API::
+
+    from flarelab import Node, NodeConfig, Multiaddr, PeerId
+
+    async with Node(NodeConfig(listen_addrs=["/ip4/127.0.0.1/tcp/0"], label="A")) as node:
+        rtts = await node.ping("/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...")
+
+Names are imported lazily on first use, so ``import flarelab.multiaddr`` (or the CLI's
+``--help``) does not pay for the whole node.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # errors
+    "FlarelabError": "errors",
+    "LocalProtocolError": "errors",
+    "RemoteProtocolError": "errors",
+    "HandshakeError": "errors",
+    "PeerIdMismatchError": "errors",
+    "LimitExceededError": "errors",
+    "ProtocolNotSupportedError": "errors",
+    "DialError": "errors",
+    "StreamResetError": "errors",
+    "ConnectionClosedError": "errors",
+    # identity and addressing
+    "PeerId": "identity",
+    "PrivateKey": "identity",
+    "PublicKey": "identity",
+    "Ed25519PrivateKey": "identity",
+    "Envelope": "identity",
+    "PeerRecord": "identity",
+    "load_private_key": "identity",
+    "save_private_key": "identity",
+    "Multiaddr": "multiaddr",
+    "AddressPolicy": "multiaddr",
+    # the node
+    "Node": "node",
+    "NodeConfig": "node",
+    "Connection": "node",
+    "NetStream": "node",
+    "ConnectionOpened": "node",
+    "ConnectionClosed": "node",
+    "PeerConnected": "node",
+    "PeerDisconnected": "node",
+    "PeerIdentified": "node",
+    "IdentifyInfo": "protocols.identify",
+    "PerfResult": "protocols.perf",
+    # tracing
+    "TracingConfig": "tracing.provider",
+    "SpanBus": "tracing.bus",
+}
+
+__all__ = [
+    "AddressPolicy",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionOpened",
+    "DialError",
+    "Ed25519PrivateKey",
+    "Envelope",
+    "FlarelabError",
+    "HandshakeError",
+    "IdentifyInfo",
+    "LimitExceededError",
+    "LocalProtocolError",
+    "Multiaddr",
+    "NetStream",
+    "Node",
+    "NodeConfig",
+    "PeerConnected",
+    "PeerDisconnected",
+    "PeerId",
+    "PeerIdMismatchError",
+    "PeerIdentified",
+    "PeerRecord",
+    "PerfResult",
+    "PrivateKey",
+    "ProtocolNotSupportedError",
+    "PublicKey",
+    "RemoteProtocolError",
+    "SpanBus",
+    "StreamResetError",
+    "TracingConfig",
+    "__version__",
+    "load_private_key",
+    "save_private_key",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flarelab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from .errors import (
+        ConnectionClosedError,
+        DialError,
+        FlarelabError,
+        HandshakeError,
+        LimitExceededError,
+        LocalProtocolError,
+        PeerIdMismatchError,
+        ProtocolNotSupportedError,
+        RemoteProtocolError,
+        StreamResetError,
+    )
+    from .identity import (
+        Ed25519PrivateKey,
+        Envelope,
+        PeerId,
+        PeerRecord,
+        PrivateKey,
+        PublicKey,
+        load_private_key,
+        save_private_key,
+    )
+    from .multiaddr import AddressPolicy, Multiaddr
+    from .node import (
+        Connection,
+        ConnectionClosed,
+        ConnectionOpened,
+        NetStream,
+        Node,
+        NodeConfig,
+        PeerConnected,
+        PeerDisconnected,
+        PeerIdentified,
+    )
+    from .protocols.identify import IdentifyInfo
+    from .protocols.perf import PerfResult
+    from .tracing.bus import SpanBus
+    from .tracing.provider import TracingConfig

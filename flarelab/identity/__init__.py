@@ -1,0 +1,79 @@
+"""Identity: keys, peer ids, signed envelopes and peer records.
+
+* :mod:`.keys` -- the four libp2p key types (Ed25519, secp256k1, ECDSA, RSA), their
+  protobuf encodings, signing, verification and key files;
+* :mod:`.peer_id` -- :class:`PeerId`, the multihash of a public key, in base58 and CID text;
+* :mod:`.envelope` -- RFC 0002 signed envelopes (domain-separated signatures);
+* :mod:`.peer_record` -- RFC 0003 peer records: a peer's addresses, signed by the peer.
+"""
+
+from __future__ import annotations
+
+from .envelope import MAX_ENVELOPE_SIZE, Envelope
+from .errors import (
+    InvalidEnvelopeError,
+    InvalidKeyError,
+    InvalidPeerIdError,
+    InvalidPeerRecordError,
+)
+from .keys import (
+    EcdsaPrivateKey,
+    EcdsaPublicKey,
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+    KeyType,
+    PrivateKey,
+    PublicKey,
+    RsaPrivateKey,
+    RsaPublicKey,
+    Secp256k1PrivateKey,
+    Secp256k1PublicKey,
+    generate_private_key,
+    load_private_key,
+    private_key_from_protobuf,
+    public_key_from_protobuf,
+    save_private_key,
+)
+from .peer_id import PeerId
+from .peer_record import (
+    LEGACY_PEER_RECORD_DOMAIN,
+    LEGACY_PEER_RECORD_PAYLOAD_TYPE,
+    MAX_PEER_RECORD_ADDRS,
+    PEER_RECORD_DOMAIN,
+    PEER_RECORD_PAYLOAD_TYPE,
+    PeerRecord,
+    new_seq,
+)
+
+__all__ = [
+    "LEGACY_PEER_RECORD_DOMAIN",
+    "LEGACY_PEER_RECORD_PAYLOAD_TYPE",
+    "MAX_ENVELOPE_SIZE",
+    "MAX_PEER_RECORD_ADDRS",
+    "PEER_RECORD_DOMAIN",
+    "PEER_RECORD_PAYLOAD_TYPE",
+    "EcdsaPrivateKey",
+    "EcdsaPublicKey",
+    "Ed25519PrivateKey",
+    "Ed25519PublicKey",
+    "Envelope",
+    "InvalidEnvelopeError",
+    "InvalidKeyError",
+    "InvalidPeerIdError",
+    "InvalidPeerRecordError",
+    "KeyType",
+    "PeerId",
+    "PeerRecord",
+    "PrivateKey",
+    "PublicKey",
+    "RsaPrivateKey",
+    "RsaPublicKey",
+    "Secp256k1PrivateKey",
+    "Secp256k1PublicKey",
+    "generate_private_key",
+    "load_private_key",
+    "new_seq",
+    "private_key_from_protobuf",
+    "public_key_from_protobuf",
+    "save_private_key",
+]
