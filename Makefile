@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 JS := interop/js
 JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: setup demo test test-fast lint proto bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup: $(STAMP) $(JS_STAMP)
 
@@ -31,9 +31,6 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-
-proto: $(STAMP)
-	$(PYTHON) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. flarelab/pb/*.proto
 
 bench: setup
 	$(PYTHON) bench/run_all.py

@@ -206,7 +206,7 @@ class LazyNegotiatedStream(trio.abc.HalfCloseableStream):
             attributes={
                 spans.LIBP2P_ROLE: "initiator",
                 spans.LIBP2P_PROTOCOLS_OFFERED: [self.protocol],
-                "libp2p.mss_lazy": True,
+                spans.LIBP2P_MSS_LAZY: True,
             },
         ) as span:
             try:

@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from google.protobuf.message import DecodeError
-
 from ..errors import LocalProtocolError
-from ..pb import envelope_pb2
+from ..pb.envelope import Envelope as EnvelopeMsg
+from ..protobuf import DecodeError
 from ..wire import encode_uvarint
 from .errors import InvalidEnvelopeError, InvalidKeyError
 from .keys import PrivateKey, PublicKey, public_key_from_protobuf
@@ -97,11 +96,13 @@ class Envelope:
 
     def to_bytes(self) -> bytes:
         """Encode the envelope (deterministic protobuf)."""
-        msg = envelope_pb2.Envelope(
-            payload_type=self.payload_type, payload=self.payload, signature=self.signature
+        msg = EnvelopeMsg(
+            public_key=self.public_key.to_protobuf(),
+            payload_type=self.payload_type,
+            payload=self.payload,
+            signature=self.signature,
         )
-        msg.public_key.ParseFromString(self.public_key.to_protobuf())
-        return msg.SerializeToString(deterministic=True)
+        return msg.encode()
 
     @property
     def peer_id(self) -> PeerId:
@@ -121,17 +122,14 @@ def decode_unverified(data: bytes, *, max_size: int = MAX_ENVELOPE_SIZE) -> Enve
     data = bytes(data)
     if len(data) > max_size:
         raise InvalidEnvelopeError(f"envelope of {len(data)} bytes exceeds {max_size} bytes")
-    msg = envelope_pb2.Envelope()
     try:
-        msg.ParseFromString(data)
+        msg = EnvelopeMsg.decode(data)
     except DecodeError as exc:
-        raise InvalidEnvelopeError(f"malformed envelope: {exc}") from None
-    if not msg.HasField("public_key"):
+        raise InvalidEnvelopeError(f"malformed envelope: {exc.message}") from None
+    if not msg.public_key:
         raise InvalidEnvelopeError("envelope has no public key")
     try:
-        public_key = public_key_from_protobuf(
-            msg.public_key.SerializePartialToString(deterministic=True)
-        )
+        public_key = public_key_from_protobuf(msg.public_key)
     except InvalidKeyError as exc:
         raise InvalidEnvelopeError(f"envelope carries an invalid key: {exc.message}") from None
     return Envelope(public_key, msg.payload_type, msg.payload, msg.signature)

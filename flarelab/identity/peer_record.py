@@ -30,11 +30,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from google.protobuf.message import DecodeError
-
 from ..errors import LocalProtocolError
 from ..multiaddr import Multiaddr, MultiaddrError
-from ..pb import peer_record_pb2
+from ..pb.peer_record import AddressInfo
+from ..pb.peer_record import PeerRecord as PeerRecordMsg
+from ..protobuf import DecodeError
 from .envelope import MAX_ENVELOPE_SIZE, Envelope, decode_unverified
 from .errors import InvalidPeerIdError, InvalidPeerRecordError
 from .keys import PrivateKey
@@ -125,14 +125,12 @@ class PeerRecord:
 
     def to_bytes(self) -> bytes:
         """Encode the record (the envelope payload; deterministic protobuf)."""
-        msg = peer_record_pb2.PeerRecord(
+        msg = PeerRecordMsg(
             peer_id=self.peer_id.to_bytes(),
             seq=self.seq,
-            addresses=[
-                peer_record_pb2.PeerRecord.AddressInfo(multiaddr=a.to_bytes()) for a in self.addrs
-            ],
+            addresses=[AddressInfo(multiaddr=a.to_bytes()) for a in self.addrs],
         )
-        return msg.SerializeToString(deterministic=True)
+        return msg.encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PeerRecord:
@@ -145,11 +143,10 @@ class PeerRecord:
             raise InvalidPeerRecordError(
                 f"peer record of {len(data)} bytes exceeds {MAX_PEER_RECORD_SIZE} bytes"
             )
-        msg = peer_record_pb2.PeerRecord()
         try:
-            msg.ParseFromString(data)
+            msg = PeerRecordMsg.decode(data)
         except DecodeError as exc:
-            raise InvalidPeerRecordError(f"malformed peer record: {exc}") from None
+            raise InvalidPeerRecordError(f"malformed peer record: {exc.message}") from None
         try:
             peer_id = PeerId.from_bytes(msg.peer_id)
         except InvalidPeerIdError as exc:

@@ -15,8 +15,9 @@ from .events import (
     PeerIdentified,
     PeerProtocolsUpdated,
 )
-from .node import Handler, Node
+from .node import Node
 from .peerstore import AddrTTL, Peerstore
+from .swarm import Handler
 
 __all__ = [
     "AddrTTL",

@@ -16,23 +16,13 @@ import contextlib
 import dataclasses
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
-from opentelemetry import trace
 
-from ..errors import (
-    ConnectionClosedError,
-    DialError,
-    FlarelabError,
-    LocalProtocolError,
-    RemoteProtocolError,
-    attach_context,
-)
+from ..errors import LocalProtocolError, RemoteProtocolError
 from ..identity import Ed25519PrivateKey, PeerId
-from ..mss import negotiate_responder
 from ..multiaddr import Multiaddr
 from ..netif import interface_addresses
 from ..protocols.perf import PERF_PROTOCOL, PerfResult, handle_perf, perf_stream
@@ -43,17 +33,11 @@ from ..tracing.provider import NodeTracing, TracingConfig
 from ..transports.tcp import TcpTransport
 from .config import NodeConfig
 from .connection import Connection, NetStream
-from .events import (
-    ConnectionClosed,
-    ConnectionOpened,
-    EventBus,
-    ListenAddressesChanged,
-    LocalAddressesChanged,
-    PeerConnected,
-    PeerDisconnected,
-)
+from .dialer import Dialer
+from .events import EventBus, ListenAddressesChanged, LocalAddressesChanged
 from .observed import ObservedAddrManager
-from .peerstore import AddrTTL, Peerstore
+from .peerstore import Peerstore
+from .swarm import Handler, HandlerRegistry, Swarm, close_quietly
 from .upgrader import Upgrader
 
 if TYPE_CHECKING:
@@ -64,23 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["Handler", "Node"]
 
 log = logging.getLogger("flarelab.node")
-
-Handler = Callable[[NetStream], Awaitable[object]]
-
-
-@dataclass(frozen=True)
-class _HandlerEntry:
-    handler: Handler
-    allow_limited: bool
-
-
-class _PendingDial:
-    """A dial in progress that later callers for the same peer wait on."""
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.connection: Connection | None = None
-        self.error: BaseException | None = None
 
 
 class Node:
@@ -118,10 +85,28 @@ class Node:
             mplex=config.mplex,
             tracer=self.tracer,
         )
-        self._handlers: dict[str, _HandlerEntry] = {}
-        self._connections: dict[PeerId, list[Connection]] = {}
+        self.handlers = HandlerRegistry(on_change=self._protocols_changed)
+        self.swarm = Swarm(
+            config=config,
+            handlers=self.handlers,
+            peerstore=self.peerstore,
+            events=self.events,
+            metrics=self.metrics,
+            tracer=self.tracer,
+        )
+        self.dialer = Dialer(
+            local_peer=self.peer_id,
+            config=config,
+            transports=self.transports,
+            swarm=self.swarm,
+            peerstore=self.peerstore,
+            metrics=self.metrics,
+            tracer=self.tracer,
+            upgrade_and_run=lambda raw, peer: self.upgrade_and_run(
+                raw, expected_peer=peer, is_initiator=True
+            ),
+        )
         self._listeners: list[Listener] = []
-        self._dials: dict[PeerId, _PendingDial] = {}
         self._pending_inbound = 0
         self._nursery: trio.Nursery | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
@@ -134,6 +119,8 @@ class Node:
             from ..protocols.identify_service import IdentifyService
 
             self.identify = IdentifyService(self)
+            self.swarm.on_open.append(self.identify.identify_connection)
+            self.swarm.on_close.append(self.identify.forget)
         if config.enable_ping:
             self.set_handler(PING_PROTOCOL, self._serve_ping, allow_limited=True)
         if config.enable_perf:
@@ -174,20 +161,11 @@ class Node:
             for listener in list(self._listeners):
                 with contextlib.suppress(Exception):
                     await listener.aclose()
-            with trio.move_on_after(2.0):
-                async with trio.open_nursery() as nursery:
-                    for conns in list(self._connections.values()):
-                        for conn in conns:
-                            nursery.start_soon(self._close_quietly, conn, "node shutting down")
+            await self.swarm.close_all("node shutting down")
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
         self.events.close()
         self.tracing.shutdown()
-
-    @staticmethod
-    async def _close_quietly(conn: Connection, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await conn.aclose(reason)
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -202,21 +180,19 @@ class Node:
 
         ``allow_limited``: also serve it over limited (relayed) connections.
         """
-        if not protocol.startswith("/"):
-            raise LocalProtocolError(f"protocol ids start with '/': {protocol!r}")
-        is_new = protocol not in self._handlers
-        self._handlers[protocol] = _HandlerEntry(handler, allow_limited)
-        if is_new and self.identify is not None:
-            self.identify.schedule_push()
+        self.handlers.set(protocol, handler, allow_limited=allow_limited)
 
     def remove_handler(self, protocol: str) -> None:
         """Stop serving ``protocol``."""
-        if self._handlers.pop(protocol, None) is not None and self.identify is not None:
-            self.identify.schedule_push()
+        self.handlers.remove(protocol)
 
     def protocols(self) -> list[str]:
         """The protocols we serve, sorted."""
-        return sorted(self._handlers)
+        return self.handlers.protocols()
+
+    def _protocols_changed(self) -> None:
+        if getattr(self, "identify", None) is not None:
+            self.identify.schedule_push()  # type: ignore[union-attr]
 
     # ================================================================== addresses
     async def listen(self, addr: Multiaddr | str) -> list[Multiaddr]:
@@ -243,11 +219,9 @@ class Node:
                 ip = addr.ip_address
                 if ip is not None and ip.is_unspecified:
                     family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-                    comps = addr.components()
-                    rest = "".join(f"/{c.name}" + (f"/{c.value}" if c.value else "")
-                                   for c in comps[1:])
+                    _, rest = addr.split_first()
                     for local in interface_addresses(family):
-                        out.append(Multiaddr(f"/ip{ip.version}/{local}{rest}"))
+                        out.append(Multiaddr(f"/ip{ip.version}/{local}").encapsulate(rest))
                 else:
                     out.append(addr)
         return list(dict.fromkeys(out))
@@ -274,30 +248,15 @@ class Node:
     # ================================================================== connections
     def connections(self, peer: PeerId | None = None) -> list[Connection]:
         """Open connections to ``peer`` (to everyone if None)."""
-        if peer is not None:
-            return [c for c in self._connections.get(peer, ()) if not c.is_closed]
-        return [c for conns in self._connections.values() for c in conns if not c.is_closed]
+        return self.swarm.connections(peer)
 
     def connected_peers(self) -> list[PeerId]:
         """Peers we have at least one open connection to."""
-        return [p for p, conns in self._connections.items() if any(not c.is_closed for c in conns)]
+        return self.swarm.connected_peers()
 
     def best_connection(self, peer: PeerId, *, allow_limited: bool = True) -> Connection | None:
-        """The connection new streams to ``peer`` should use: unlimited first, oldest first."""
-        conns = [c for c in self.connections(peer) if allow_limited or not c.limited]
-        if not conns:
-            return None
-        return min(conns, key=lambda c: (c.limited, c.opened_at, c.id))
-
-    def _resolve_target(
-        self, target: PeerId | Multiaddr | str, addrs: Sequence[Multiaddr | str]
-    ) -> tuple[PeerId | None, list[Multiaddr]]:
-        if isinstance(target, str):
-            target = Multiaddr(target) if target.startswith("/") else PeerId.from_string(target)
-        extra = [Multiaddr(a) for a in addrs]
-        if isinstance(target, PeerId):
-            return target, extra
-        return target.peer_id, [target, *extra]
+        """The connection new streams to ``peer`` use: unlimited first, then the oldest."""
+        return self.swarm.best_connection(peer, allow_limited=allow_limited)
 
     async def connect(
         self,
@@ -313,121 +272,9 @@ class Node:
         multiaddr (with ``/p2p/<id>`` the peer is authenticated against it; without, we
         connect to whoever answers).
         """
-        peer, candidates = self._resolve_target(target, addrs)
-        if peer == self.peer_id:
-            raise LocalProtocolError("a node cannot dial itself")
-        if peer is not None and not force_new:
-            existing = self.best_connection(peer, allow_limited=allow_limited)
-            if existing is not None:
-                return existing
-            pending = self._dials.get(peer)
-            if pending is not None:
-                await pending.done.wait()
-                if pending.connection is not None and not pending.connection.is_closed:
-                    return pending.connection
-                raise DialError(f"dial to {peer} failed", peer=peer) from pending.error
-        if peer is not None:
-            now = trio.current_time()
-            known = self.peerstore.addrs(peer, now)
-            candidates = list(dict.fromkeys([*candidates, *known]))
-            if candidates:
-                self.peerstore.add_addrs(peer, candidates[: len(candidates)], AddrTTL.TEMP, now)
-        pending = _PendingDial()
-        if peer is not None:
-            self._dials[peer] = pending
-        try:
-            conn = await self._dial(peer, candidates)
-            pending.connection = conn
-            return conn
-        except BaseException as exc:
-            pending.error = exc
-            raise
-        finally:
-            pending.done.set()
-            if peer is not None and self._dials.get(peer) is pending:
-                del self._dials[peer]
-
-    def _dialable(self, addrs: Sequence[Multiaddr]) -> list[tuple[Multiaddr, Transport]]:
-        out = []
-        for addr in addrs:
-            for transport in self.transports:
-                if transport.can_dial(addr):
-                    out.append((addr, transport))
-                    break
-        return out
-
-    async def _dial(self, peer: PeerId | None, candidates: Sequence[Multiaddr]) -> Connection:
-        attrs: dict[str, spans.AttributeValue] = {"libp2p.candidates": [str(a) for a in candidates]}
-        if peer is not None:
-            attrs[spans.LIBP2P_REMOTE_PEER_ID] = str(peer)
-        with self.tracer.start_as_current_span(spans.NODE_DIAL, attributes=attrs) as span:
-            dialable = self._dialable(candidates)
-            try:
-                if not dialable:
-                    raise DialError(
-                        "no dialable address" if candidates else "no known address", peer=peer
-                    )
-                started = trio.current_time()
-                with trio.fail_after(self.config.dial_timeout):
-                    conn = await self._dial_many(peer, dialable)
-                elapsed = trio.current_time() - started
-                self.metrics.record_dial(elapsed, transport=conn.transport, ok=True)
-                span.set_attribute(spans.LIBP2P_MULTIADDR, str(conn.remote_addr))
-                span.set_attribute(spans.LIBP2P_REMOTE_PEER_ID, str(conn.remote_peer))
-                span.set_attribute(spans.LIBP2P_CONNECTION_ID, conn.id)
-                return conn
-            except trio.TooSlowError:
-                err = DialError(f"dial timed out after {self.config.dial_timeout} s", peer=peer)
-                spans.mark_error(span, err, side="remote")
-                raise err from None
-            except FlarelabError as exc:
-                attach_context(exc, peer=peer)
-                spans.mark_error(span, exc)
-                raise
-
-    async def _dial_many(
-        self, peer: PeerId | None, dialable: Sequence[tuple[Multiaddr, Transport]]
-    ) -> Connection:
-        """Dial addresses one after another, starting the next when the previous failed or
-        after ``dial_stagger`` seconds; the first connection wins and the rest are cancelled."""
-        errors: list[tuple[Multiaddr, BaseException]] = []
-        winner: Connection | None = None
-
-        async def attempt(addr: Multiaddr, transport: Transport, failed: trio.Event) -> None:
-            nonlocal winner
-            try:
-                conn = await self._dial_one(peer, addr, transport)
-            except Exception as exc:
-                errors.append((addr, exc))
-                failed.set()
-                return
-            if winner is None:
-                winner = conn
-                nursery.cancel_scope.cancel()
-            else:
-                await self._close_quietly(conn, "lost the dial race")
-
-        async with trio.open_nursery() as nursery:
-            for addr, transport in dialable:
-                failed = trio.Event()
-                nursery.start_soon(attempt, addr, transport, failed)
-                with trio.move_on_after(self.config.dial_stagger):
-                    await failed.wait()
-        if winner is not None:
-            return winner
-        if len(errors) == 1 and isinstance(errors[0][1], FlarelabError):
-            err = errors[0][1]
-            if not isinstance(err, DialError):
-                raise DialError(f"could not connect: {err}", attempts=errors, peer=peer) from err
-        raise DialError("could not connect", attempts=errors, peer=peer)
-
-    async def _dial_one(
-        self, peer: PeerId | None, addr: Multiaddr, transport: Transport
-    ) -> Connection:
-        if len(self.connections()) >= self.config.max_connections:
-            raise DialError(f"connection limit of {self.config.max_connections} reached")
-        raw = await transport.dial(addr)
-        return await self.upgrade_and_run(raw, expected_peer=peer, is_initiator=True)
+        return await self.dialer.connect(
+            target, addrs, allow_limited=allow_limited, force_new=force_new
+        )
 
     async def upgrade_and_run(
         self,
@@ -450,7 +297,7 @@ class Node:
             with trio.CancelScope(shield=True):
                 await _close_raw(raw)
             raise
-        return await self.nursery.start(self._run_connection, conn)
+        return await self.nursery.start(self.swarm.run, conn)
 
     async def _upgrade(
         self,
@@ -490,7 +337,7 @@ class Node:
             span.set_attribute(spans.LIBP2P_REMOTE_PEER_ID, str(result.remote_peer))
             span.set_attribute(spans.LIBP2P_SECURITY, result.security)
             span.set_attribute(spans.LIBP2P_MUXER, result.muxer.protocol_id)
-            span.set_attribute("libp2p.early_muxer", result.early_muxer)
+            span.set_attribute(spans.LIBP2P_EARLY_MUXER, result.early_muxer)
         return Connection(
             muxer=result.muxer,
             remote_peer=result.remote_peer,
@@ -525,166 +372,14 @@ class Node:
             self._pending_inbound -= 1
         if len(self.connections(conn.remote_peer)) >= self.config.max_connections_per_peer:
             log.info("refusing connection %s: per-peer limit reached", conn)
-            await self._close_quietly(conn, "per-peer connection limit")
+            await close_quietly(conn, "per-peer connection limit")
             return
-        await self._run_connection(conn)
-
-    async def _run_connection(
-        self,
-        conn: Connection,
-        *,
-        task_status: trio.TaskStatus[Connection] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Run one connection until it ends: muxer engine, inbound streams, identify."""
-        conn.span = self.tracer.start_span(
-            spans.CONNECTION,
-            attributes={
-                spans.LIBP2P_CONNECTION_ID: conn.id,
-                spans.LIBP2P_REMOTE_PEER_ID: str(conn.remote_peer),
-                spans.LIBP2P_DIRECTION: conn.direction,
-                spans.LIBP2P_MULTIADDR: str(conn.remote_addr),
-                spans.LIBP2P_LOCAL_MULTIADDR: str(conn.local_addr),
-                spans.NETWORK_TRANSPORT: conn.transport,
-                spans.LIBP2P_SECURITY: conn.security,
-                spans.LIBP2P_MUXER: conn.muxer_protocol,
-                "libp2p.limited": conn.limited,
-            },
-        )
-        registered = False
-        reason = "closed"
-        try:
-            with trace.use_span(conn.span, end_on_exit=False):
-                async with trio.open_nursery() as nursery:
-                    conn.nursery = nursery
-                    await nursery.start(self._run_muxer, conn, nursery)
-                    self._register(conn)
-                    registered = True
-                    nursery.start_soon(self._accept_streams, conn, nursery)
-                    if self.identify is not None:
-                        nursery.start_soon(self.identify.identify_connection, conn)
-                    task_status.started(conn)
-        except Exception as exc:  # the muxer failed to start
-            reason = f"{type(exc).__name__}: {exc}"
-            spans.mark_error(conn.span, exc)
-            raise
-        finally:
-            conn.closed.set()
-            reason = conn.close_reason or _reason_text(conn.muxer.close_reason) or reason
-            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                await conn.muxer.aclose()
-            if registered:
-                self._unregister(conn, reason)
-            conn.span.set_attribute(spans.LIBP2P_CLOSE_REASON, reason)
-            conn.span.end()
-
-    async def _run_muxer(
-        self, conn: Connection, nursery: trio.Nursery, *, task_status: trio.TaskStatus[None]
-    ) -> None:
-        try:
-            await conn.muxer.run(task_status=task_status)
-        except RemoteProtocolError as exc:
-            attach_context(exc, peer=conn.remote_peer)
-            conn.close_reason = conn.close_reason or str(exc)
-            log.info("connection %s closed: %s", conn, exc)
-            if conn.span is not None:
-                spans.mark_error(conn.span, exc, side="remote")
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            conn.close_reason = conn.close_reason or f"transport: {exc}"
-        finally:
-            conn.closed.set()
-            nursery.cancel_scope.cancel()
-
-    async def _accept_streams(self, conn: Connection, nursery: trio.Nursery) -> None:
-        active = [0]
-        while True:
-            try:
-                muxed = await conn.muxer.accept_stream()
-            except (ConnectionClosedError, trio.ClosedResourceError, trio.BrokenResourceError):
-                return
-            if active[0] >= self.config.max_handler_streams_per_connection:
-                await muxed.reset()
-                continue
-            active[0] += 1
-            nursery.start_soon(self._handle_stream, conn, muxed, active)
-
-    async def _handle_stream(self, conn: Connection, muxed: object, active: list[int]) -> None:
-        from ..muxers.base import MuxedStream
-
-        assert isinstance(muxed, MuxedStream)
-        peer = conn.remote_peer
-        attrs: dict[str, spans.AttributeValue] = {
-            spans.LIBP2P_REMOTE_PEER_ID: str(peer),
-            spans.LIBP2P_STREAM_ID: muxed.stream_id,
-            spans.LIBP2P_CONNECTION_ID: conn.id,
-        }
-        with self.tracer.start_as_current_span(spans.STREAM_HANDLE, attributes=attrs) as span:
-            try:
-                with trio.fail_after(self.config.negotiate_timeout):
-                    protocol, stream = await negotiate_responder(
-                        muxed,
-                        lambda p: p in self._handlers
-                        and (not conn.limited or self._handlers[p].allow_limited),
-                        tracer=self.tracer,
-                        peer=peer,
-                    )
-                span.set_attribute(spans.LIBP2P_PROTOCOL, protocol)
-                net_stream = NetStream(stream, muxed, protocol, conn)
-                self.metrics.record_stream(protocol, direction="inbound")
-                await self._handlers[protocol].handler(net_stream)
-            except trio.TooSlowError:
-                spans.mark_error(span, RemoteProtocolError("protocol negotiation timed out"))
-                await _reset_quietly(muxed)
-            except (RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                attach_context(exc, peer=peer)
-                log.info("stream %s from %s ended with an error: %s", muxed.stream_id, peer, exc)
-                spans.mark_error(span, exc)
-                await _reset_quietly(muxed)
-            except Exception as exc:
-                log.exception("handler for a stream from %s failed", peer)
-                spans.mark_error(span, exc, side="local")
-                await _reset_quietly(muxed)
-            else:
-                with trio.move_on_after(self.config.negotiate_timeout):
-                    await muxed.aclose()
-            finally:
-                active[0] -= 1
-
-    def _register(self, conn: Connection) -> None:
-        peer = conn.remote_peer
-        conns = self._connections.setdefault(peer, [])
-        first = not any(not c.is_closed for c in conns)
-        conns.append(conn)
-        now = trio.current_time()
-        self.peerstore.protected.add(peer)
-        self.peerstore.add_public_key(peer, conn.remote_public_key, now)
-        if conn.direction == "outbound" and not conn.limited:
-            self.peerstore.add_addrs(peer, [conn.remote_addr], AddrTTL.CONNECTED, now)
-        self.metrics.record_connection_opened(conn.direction, conn.transport)
-        self.events.publish(ConnectionOpened(conn))
-        if first:
-            self.events.publish(PeerConnected(peer, conn))
-
-    def _unregister(self, conn: Connection, reason: str) -> None:
-        peer = conn.remote_peer
-        conns = self._connections.get(peer, [])
-        if conn in conns:
-            conns.remove(conn)
-        self.metrics.record_connection_closed(conn.direction, conn.transport)
-        if self.identify is not None:
-            self.identify.forget(conn)
-        self.events.publish(ConnectionClosed(conn, reason))
-        if not any(not c.is_closed for c in conns):
-            self._connections.pop(peer, None)
-            self.peerstore.protected.discard(peer)
-            self.peerstore.update_addr_ttls(
-                peer, AddrTTL.CONNECTED, AddrTTL.RECENTLY_CONNECTED, trio.current_time()
-            )
-            self.events.publish(PeerDisconnected(peer))
+        await self.swarm.run(conn)
 
     async def disconnect(self, peer: PeerId) -> None:
         """Close every connection to ``peer``."""
         for conn in self.connections(peer):
-            await self._close_quietly(conn, "local disconnect")
+            await close_quietly(conn, "local disconnect")
 
     # ================================================================== streams
     async def new_stream(
@@ -773,16 +468,3 @@ class Node:
 async def _close_raw(raw: RawConnection) -> None:
     with contextlib.suppress(Exception), trio.move_on_after(1.0):
         await raw.stream.aclose()
-
-
-async def _reset_quietly(stream: object) -> None:
-    with contextlib.suppress(Exception), trio.CancelScope(shield=True), trio.move_on_after(1.0):
-        await stream.reset()  # type: ignore[attr-defined]
-
-
-def _reason_text(reason: object) -> str | None:
-    if reason is None:
-        return None
-    if isinstance(reason, BaseException):
-        return f"{type(reason).__name__}: {reason}"
-    return str(reason)

@@ -1,6 +1,7 @@
-"""Generated protobuf modules for libp2p's wire messages (``make proto`` regenerates them).
+"""libp2p's protobuf messages: the ``.proto`` sources and their declarations for our codec.
 
-The ``.proto`` sources sit beside the generated ``*_pb2.py`` files. Import the generated
-modules only from the codec modules that validate what they parse; nothing else touches
-raw protobuf objects.
+Each ``<name>.proto`` here is the wire contract (copied field for field from the libp2p
+specs); ``<name>.py`` declares the same messages for :mod:`flarelab.protobuf`. A test checks
+that the two agree and that our encoding matches the official protobuf runtime's.
+Only codec modules touch these messages; they validate and convert to our own types.
 """

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
-from google.protobuf.message import DecodeError
 
 from ..errors import RemoteProtocolError
 from ..identity import (
@@ -31,7 +30,8 @@ from ..identity import (
     public_key_from_protobuf,
 )
 from ..multiaddr import Multiaddr, MultiaddrError
-from ..pb import identify_pb2
+from ..pb.identify import Identify
+from ..protobuf import DecodeError
 from ..tracing import spans
 from ..wire import StreamReader, length_prefixed
 
@@ -59,7 +59,10 @@ MAX_PROTOCOLS = 512
 MAX_PROTOCOL_LENGTH = 1024
 MAX_VERSION_LENGTH = 1024
 
+
 @dataclass(frozen=True)
+
+
 class IdentifyInfo:
     """What one identify (or push) message told us, validated."""
 
@@ -82,6 +85,7 @@ class IdentifyInfo:
             return self.signed_record.addrs
         return self.listen_addrs
 
+
 def encode_identify(
     *,
     public_key: PublicKey,
@@ -93,7 +97,7 @@ def encode_identify(
     signed_record: Envelope | None,
 ) -> bytes:
     """Encode one identify message (without the length prefix)."""
-    msg = identify_pb2.Identify(
+    msg = Identify(
         protocolVersion=protocol_version,
         agentVersion=agent_version,
         publicKey=public_key.to_protobuf(),
@@ -104,12 +108,14 @@ def encode_identify(
         msg.observedAddr = observed_addr.to_bytes()
     if signed_record is not None:
         msg.signedPeerRecord = signed_record.to_bytes()
-    return msg.SerializeToString()
+    return msg.encode()
+
 
 def _text(value: str, what: str) -> str:
     if len(value) > MAX_VERSION_LENGTH:
         raise RemoteProtocolError(f"identify {what} longer than {MAX_VERSION_LENGTH} characters")
     return value
+
 
 def decode_identify(data: bytes, *, peer: PeerId | None = None) -> IdentifyInfo:
     """Decode and validate one identify message from ``peer``.
@@ -124,19 +130,19 @@ def decode_identify(data: bytes, *, peer: PeerId | None = None) -> IdentifyInfo:
         err.peer = err.peer if err.peer is not None else peer
         raise
 
+
 def _decode(data: bytes, peer: PeerId | None) -> IdentifyInfo:
     if len(data) > MAX_MESSAGE_SIZE:
         raise RemoteProtocolError(f"identify message of {len(data)} bytes is too large")
-    msg = identify_pb2.Identify()
     try:
-        msg.ParseFromString(data)
+        msg = Identify.decode(data)
     except DecodeError as exc:
-        raise RemoteProtocolError(f"malformed identify message: {exc}") from None
-    present = frozenset(f.name for f, _ in msg.ListFields())
+        raise RemoteProtocolError(f"malformed identify message: {exc.message}") from None
+    present = msg.present_fields()
     skipped: list[str] = []
 
     public_key = None
-    if msg.HasField("publicKey"):
+    if msg.publicKey is not None:
         try:
             public_key = public_key_from_protobuf(msg.publicKey)
         except InvalidKeyError as exc:
@@ -157,7 +163,7 @@ def _decode(data: bytes, peer: PeerId | None) -> IdentifyInfo:
             listen.append(addr)
 
     observed = None
-    if msg.HasField("observedAddr"):
+    if msg.observedAddr is not None:
         try:
             observed = Multiaddr.from_bytes(msg.observedAddr)
         except MultiaddrError as exc:
@@ -174,7 +180,7 @@ def _decode(data: bytes, peer: PeerId | None) -> IdentifyInfo:
             protocols.append(proto)
 
     record = None
-    if msg.HasField("signedPeerRecord"):
+    if msg.signedPeerRecord is not None:
         try:
             record = PeerRecord.open(msg.signedPeerRecord)
         except (InvalidEnvelopeError, RemoteProtocolError) as exc:
@@ -186,10 +192,10 @@ def _decode(data: bytes, peer: PeerId | None) -> IdentifyInfo:
     return IdentifyInfo(
         public_key=public_key,
         protocol_version=_text(msg.protocolVersion, "protocol version")
-        if msg.HasField("protocolVersion")
+        if msg.protocolVersion is not None
         else None,
         agent_version=_text(msg.agentVersion, "agent version")
-        if msg.HasField("agentVersion")
+        if msg.agentVersion is not None
         else None,
         listen_addrs=tuple(listen),
         observed_addr=observed,
@@ -198,6 +204,7 @@ def _decode(data: bytes, peer: PeerId | None) -> IdentifyInfo:
         present=present,
         skipped=tuple(skipped),
     )
+
 
 def _merge(a: IdentifyInfo, b: IdentifyInfo) -> IdentifyInfo:
     """Merge a follow-up message into the first one (go splits large messages in two)."""
@@ -212,6 +219,7 @@ def _merge(a: IdentifyInfo, b: IdentifyInfo) -> IdentifyInfo:
         present=a.present | b.present,
         skipped=a.skipped + b.skipped,
     )
+
 
 async def read_identify(
     stream: trio.abc.ReceiveStream, *, peer: PeerId | None, span: spans.Span | None = None
@@ -243,6 +251,7 @@ async def read_identify(
         )
     return info
 
+
 async def write_identify(
     stream: trio.abc.HalfCloseableStream, message: bytes, *, span: spans.Span | None = None
 ) -> None:
@@ -253,12 +262,13 @@ async def write_identify(
         spans.message_sent(span, "identify", len(framed))
     await stream.send_eof()
 
+
 def info_attributes(info: IdentifyInfo) -> dict[str, spans.AttributeValue]:
     """Span attributes summarising ``info``."""
     attrs: dict[str, spans.AttributeValue] = {
         spans.LIBP2P_LISTEN_ADDRS: [str(a) for a in info.listen_addrs],
-        "libp2p.protocols": list(info.protocols),
-        "libp2p.signed_record": info.signed_record is not None,
+        spans.LIBP2P_PROTOCOLS: list(info.protocols),
+        spans.LIBP2P_SIGNED_RECORD: info.signed_record is not None,
     }
     if info.agent_version is not None:
         attrs[spans.LIBP2P_AGENT] = info.agent_version

@@ -162,7 +162,7 @@ class TcpTransport(Transport):
                         if source is None or exc.errno not in _REUSE_FAILURES:
                             raise
                         # the same 4-tuple exists already: fall back to an ephemeral port
-                        span.add_event("tcp.reuse_port_failed", {"error": str(exc)})
+                        span.add_event(spans.TCP_REUSE_PORT_FAILED, {"error": str(exc)})
                         source = None
                         stream = await self._connect(family, ip, port, None)
                 except (OSError, trio.TooSlowError) as exc:
@@ -171,7 +171,7 @@ class TcpTransport(Transport):
                 local = stream.socket.getsockname()
                 span.set_attribute(spans.NETWORK_LOCAL_ADDRESS, str(local[0]))
                 span.set_attribute(spans.NETWORK_LOCAL_PORT, int(local[1]))
-                span.set_attribute("libp2p.reuse_port", source is not None)
+                span.set_attribute(spans.LIBP2P_REUSE_PORT, source is not None)
                 return RawConnection(
                     stream=stream,
                     local_addr=_sockaddr_multiaddr(local),

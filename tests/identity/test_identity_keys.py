@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
+from reference_pb import pb2
 
 from flarelab.errors import LocalProtocolError, RemoteProtocolError
 from flarelab.identity import (
@@ -44,8 +45,9 @@ from flarelab.identity import (
     save_private_key,
 )
 from flarelab.identity.keys import MAX_PRIVATE_KEY_SIZE, MAX_PUBLIC_KEY_SIZE
-from flarelab.pb import crypto_pb2
 from flarelab.wire import encode_uvarint
+
+crypto_pb2 = pb2("crypto")
 
 DATA = Path(__file__).parent / "data"
 SPEC = json.loads((DATA / "peer_ids_key_vectors.json").read_text())["vectors"]

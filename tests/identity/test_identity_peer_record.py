@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from reference_pb import pb2
 
 from flarelab.errors import LocalProtocolError, RemoteProtocolError
 from flarelab.identity import (
@@ -30,7 +31,8 @@ from flarelab.identity import (
     private_key_from_protobuf,
 )
 from flarelab.multiaddr import Multiaddr
-from flarelab.pb import peer_record_pb2
+
+peer_record_pb2 = pb2("peer_record")
 
 GO = json.loads((Path(__file__).parent / "data" / "go_peer_record.json").read_text())
 GO_ENVELOPE = bytes.fromhex(GO["envelope"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from reference_pb import pb2
 
 from flarelab.errors import HandshakeError, LocalProtocolError
 from flarelab.identity import (
@@ -14,7 +15,6 @@ from flarelab.identity import (
     RsaPrivateKey,
     Secp256k1PrivateKey,
 )
-from flarelab.pb import noise_pb2
 from flarelab.security.noise.payload import (
     MAX_MUXERS,
     STATIC_KEY_SIGNATURE_PREFIX,
@@ -26,6 +26,8 @@ from flarelab.security.noise.payload import (
     validate_muxers,
     verify_payload,
 )
+
+noise_pb2 = pb2("noise")
 
 STATIC = bytes(range(32))
 KEY = Ed25519PrivateKey.from_seed(b"\x07" * 32)

@@ -25,11 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from google.protobuf.message import DecodeError
-
 from ...errors import HandshakeError, LocalProtocolError, RemoteProtocolError
 from ...identity import PrivateKey, PublicKey, public_key_from_protobuf
-from ...pb import noise_pb2
+from ...pb.noise import NoiseExtensions, NoiseHandshakePayload
+from ...protobuf import DecodeError
 
 __all__ = [
     "MAX_CERTHASHES",
@@ -82,30 +81,32 @@ def validate_muxers(muxers: Sequence[str]) -> tuple[str, ...]:
 
 def encode_payload(payload: HandshakePayload) -> bytes:
     """Serialize ``payload``; extensions are present only if there is something in them."""
-    msg = noise_pb2.NoiseHandshakePayload(
+    msg = NoiseHandshakePayload(
         identity_key=payload.identity_key, identity_sig=payload.identity_sig
     )
     if payload.stream_muxers or payload.webtransport_certhashes:
-        msg.extensions.stream_muxers.extend(payload.stream_muxers)
-        msg.extensions.webtransport_certhashes.extend(payload.webtransport_certhashes)
-    encoded: bytes = msg.SerializeToString()
-    return encoded
+        msg.extensions = NoiseExtensions(
+            webtransport_certhashes=payload.webtransport_certhashes,
+            stream_muxers=payload.stream_muxers,
+        )
+    return msg.encode()
 
 
 def decode_payload(data: bytes) -> HandshakePayload:
     """Parse and bound-check the peer's payload; :class:`HandshakeError` if malformed."""
-    msg = noise_pb2.NoiseHandshakePayload()
     try:
-        msg.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise HandshakeError(f"malformed handshake payload: {exc}", protocol=_NOISE) from None
+        msg = NoiseHandshakePayload.decode(data)
+    except DecodeError as exc:
+        raise HandshakeError(
+            f"malformed handshake payload: {exc.message}", protocol=_NOISE
+        ) from None
     if not msg.identity_key:
         raise HandshakeError("handshake payload has no identity key", protocol=_NOISE)
     if not msg.identity_sig:
         raise HandshakeError("handshake payload has no identity signature", protocol=_NOISE)
     muxers: tuple[str, ...] = ()
     certhashes: tuple[bytes, ...] = ()
-    if msg.HasField("extensions"):
+    if msg.extensions is not None:
         ext = msg.extensions
         if len(ext.stream_muxers) > MAX_MUXERS:
             raise HandshakeError(
