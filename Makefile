@@ -31,6 +31,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy flarelab
 
 bench: setup
 	$(PYTHON) bench/run_all.py

@@ -19,11 +19,15 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from . import __version__
 from .errors import FlarelabError
+
+if TYPE_CHECKING:
+    from .node import NodeConfig
 
 __all__ = ["main", "parse_size"]
 
@@ -101,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _node_config(args: argparse.Namespace, listen: Sequence[str] = ()) -> object:
+def _node_config(args: argparse.Namespace, listen: Sequence[str] = ()) -> NodeConfig:
     from .identity import Ed25519PrivateKey, load_private_key, save_private_key
     from .node import NodeConfig
     from .tracing.bus import SpanBus
@@ -142,7 +146,7 @@ async def _cmd_node(args: argparse.Namespace) -> int:
 
     listen = args.listen or ["/ip4/0.0.0.0/tcp/0"]
     config = _node_config(args, listen)
-    async with Node(config) as node:  # type: ignore[arg-type]
+    async with Node(config) as node:
         print(node.peer_id, flush=True)
         for addr in node.addrs:
             print(addr, flush=True)
@@ -171,7 +175,7 @@ async def _cmd_node(args: argparse.Namespace) -> int:
 async def _cmd_ping(args: argparse.Namespace) -> int:
     from .node import Node
 
-    async with Node(_node_config(args)) as node:  # type: ignore[arg-type]
+    async with Node(_node_config(args)) as node:
         with trio.fail_after(args.timeout):
             conn = await node.connect(args.addr)
             print(f"connected to {conn.remote_peer} via {conn.remote_addr}")
@@ -189,7 +193,7 @@ async def _cmd_ping(args: argparse.Namespace) -> int:
 async def _cmd_perf(args: argparse.Namespace) -> int:
     from .node import Node
 
-    async with Node(_node_config(args)) as node:  # type: ignore[arg-type]
+    async with Node(_node_config(args)) as node:
         with trio.fail_after(args.timeout):
             result = await node.perf(args.addr, upload=args.upload, download=args.download)
         print(
@@ -204,7 +208,7 @@ async def _cmd_perf(args: argparse.Namespace) -> int:
 async def _cmd_identify(args: argparse.Namespace) -> int:
     from .node import Node
 
-    async with Node(_node_config(args)) as node:  # type: ignore[arg-type]
+    async with Node(_node_config(args)) as node:
         with trio.fail_after(args.timeout):
             conn = await node.connect(args.addr)
             info = await node.identify_peer(conn.remote_peer)

@@ -10,8 +10,8 @@ protobuf runtime alone costs 3.5 MiB of it; these messages need a few hundred li
 codec we own can enforce our limits (nesting depth) and raise our errors.
 
     class Peer(Message):
-        id = Field(1, "bytes", required=True)
-        addrs = Field(2, "bytes", repeated=True)
+        id: bytes = field(1, "bytes", required=True)
+        addrs: list[bytes] = field(2, "bytes", repeated=True)
 
     data = Peer(id=b"...", addrs=[b"..."]).encode()
     peer = Peer.decode(data)          # DecodeError on anything malformed
@@ -31,7 +31,7 @@ from typing import Any, ClassVar, TypeVar
 
 from .errors import LocalProtocolError, RemoteProtocolError
 
-__all__ = ["DecodeError", "Field", "Message"]
+__all__ = ["DecodeError", "Field", "Message", "field"]
 
 #: how deeply messages may nest inside each other when decoding
 MAX_DEPTH = 32
@@ -98,8 +98,24 @@ class Field:
         return msg
 
 
+def field(
+    number: int,
+    kind: str,
+    *,
+    repeated: bool = False,
+    required: bool = False,
+    message: type[Message] | str | None = None,
+    packed: bool = False,
+) -> Any:
+    """Declare a field; annotate the attribute with its Python type for type checkers
+    (``T | None`` for optional fields, ``list[T]`` for repeated ones)."""
+    return Field(
+        number, kind, repeated=repeated, required=required, message=message, packed=packed
+    )
+
+
 class Message:
-    """Base class of protobuf messages; subclasses declare :class:`Field` attributes."""
+    """Base class of protobuf messages; subclasses declare fields with :func:`field`."""
 
     _fields: ClassVar[tuple[Field, ...]] = ()
     _by_number: ClassVar[dict[int, Field]] = {}

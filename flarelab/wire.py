@@ -157,7 +157,7 @@ class StreamReader:
             data = bytes(self._buf[:max_bytes])
             del self._buf[:max_bytes]
             return data
-        return await self.stream.receive_some(max_bytes)
+        return bytes(await self.stream.receive_some(max_bytes))
 
 
 async def read_length_prefixed(stream: trio.abc.ReceiveStream, max_size: int) -> bytes:

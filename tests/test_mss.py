@@ -59,13 +59,13 @@ async def test_data_after_negotiation_is_not_lost() -> None:
     a, b = trio.testing.memory_stream_pair()
 
     async def responder() -> None:
-        proto, stream = await negotiate_responder(b, {"/echo/1"})
+        _, stream = await negotiate_responder(b, {"/echo/1"})
         data = await stream.receive_some(100)
         await stream.send_all(data.upper())
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(responder)
-        proto, stream = await negotiate_initiator(a, ["/echo/1"], lazy=True)
+        _, stream = await negotiate_initiator(a, ["/echo/1"], lazy=True)
         # lazy: the proposal and the first data leave together, before any answer
         await stream.send_all(b"hello")
         got = b""

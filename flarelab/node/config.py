@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..multiaddr import DEFAULT_POLICY, AddressPolicy
+from ..multiaddr import DEFAULT_POLICY, AddressPolicy, Multiaddr
 
 if TYPE_CHECKING:
     from ..identity import PrivateKey
@@ -33,7 +33,7 @@ class NodeConfig:
     #: the node's identity; a fresh Ed25519 key if None
     key: PrivateKey | None = None
     #: multiaddrs (or strings) to listen on when the node starts
-    listen_addrs: Sequence[str | object] = ()
+    listen_addrs: Sequence[str | Multiaddr] = ()
     #: a human label for traces and plots ("A", "relay", ...)
     label: str | None = None
     agent_version: str = AGENT_VERSION

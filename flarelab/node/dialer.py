@@ -52,11 +52,12 @@ def resolve_target(
         if target.startswith("/"):
             target = Multiaddr(target)
         else:
+            text = target
             try:
-                target = PeerId.from_string(target)
+                target = PeerId.from_string(text)
             except ValueError as exc:
                 raise LocalProtocolError(
-                    f"{target[:80]!r} is neither a multiaddr (/ip4/...) nor a peer id ({exc})"
+                    f"{text[:80]!r} is neither a multiaddr (/ip4/...) nor a peer id ({exc})"
                 ) from None
     extra = [Multiaddr(a) for a in addrs]
     if isinstance(target, PeerId):

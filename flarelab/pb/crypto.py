@@ -1,16 +1,16 @@
 """crypto.proto: libp2p key encodings."""
 
-from ..protobuf import Field, Message
+from ..protobuf import Message, field
 
 # KeyType enum values
 RSA, ED25519, SECP256K1, ECDSA = 0, 1, 2, 3
 
 
 class PublicKey(Message):
-    Type = Field(1, "enum", required=True)
-    Data = Field(2, "bytes", required=True)
+    Type: int = field(1, "enum", required=True)
+    Data: bytes = field(2, "bytes", required=True)
 
 
 class PrivateKey(Message):
-    Type = Field(1, "enum", required=True)
-    Data = Field(2, "bytes", required=True)
+    Type: int = field(1, "enum", required=True)
+    Data: bytes = field(2, "bytes", required=True)

@@ -1,13 +1,15 @@
 """identify.proto: identify 1.0.0 and identify push."""
 
-from ..protobuf import Field, Message
+from __future__ import annotations
+
+from ..protobuf import Message, field
 
 
 class Identify(Message):
-    publicKey = Field(1, "bytes")
-    listenAddrs = Field(2, "bytes", repeated=True)
-    protocols = Field(3, "string", repeated=True)
-    observedAddr = Field(4, "bytes")
-    protocolVersion = Field(5, "string")
-    agentVersion = Field(6, "string")
-    signedPeerRecord = Field(8, "bytes")
+    publicKey: bytes | None = field(1, "bytes")
+    listenAddrs: list[bytes] = field(2, "bytes", repeated=True)
+    protocols: list[str] = field(3, "string", repeated=True)
+    observedAddr: bytes | None = field(4, "bytes")
+    protocolVersion: str | None = field(5, "string")
+    agentVersion: str | None = field(6, "string")
+    signedPeerRecord: bytes | None = field(8, "bytes")

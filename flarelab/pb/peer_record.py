@@ -1,15 +1,15 @@
 """peer_record.proto: RFC 0003 peer records."""
 
-from ..protobuf import Field, Message
+from ..protobuf import Message, field
 
 
 class AddressInfo(Message):
     proto3 = True
-    multiaddr = Field(1, "bytes")
+    multiaddr: bytes = field(1, "bytes")
 
 
 class PeerRecord(Message):
     proto3 = True
-    peer_id = Field(1, "bytes")
-    seq = Field(2, "uint64")
-    addresses = Field(3, "message", message=AddressInfo, repeated=True)
+    peer_id: bytes = field(1, "bytes")
+    seq: int = field(2, "uint64")
+    addresses: list[AddressInfo] = field(3, "message", message=AddressInfo, repeated=True)

@@ -135,11 +135,15 @@ async def test_unsupported_protocol_and_failing_handler() -> None:
             assert info.value.offered == ("/nope/1.0.0", "/nope/2.0.0")
             stream = await a.new_stream(b.peer_id, "/broken/1.0.0")
             with pytest.raises(StreamResetError):
-                while await stream.receive_some(10):
-                    pass
+                await _drain(stream)
             # the connection and the node survive a handler bug
             assert len(await a.ping(b.peer_id, 1)) == 1
             assert a.connections(b.peer_id)
+
+
+async def _drain(stream) -> None:  # type: ignore[no-untyped-def]
+    while await stream.receive_some(10):
+        pass
 
 
 async def test_events_and_disconnect() -> None:
