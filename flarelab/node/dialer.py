@@ -25,14 +25,16 @@ from .swarm import Swarm, close_quietly
 
 if TYPE_CHECKING:
     from ..tracing.metrics import NodeMetrics
-    from ..transports.base import RawConnection, Transport
+    from ..transports.base import RawConnection, SecuredConnection, Transport
     from .config import NodeConfig
     from .connection import Connection
 
 __all__ = ["Dialer", "resolve_target"]
 
-#: upgrades a raw outbound connection and runs it: (raw, expected peer) -> connection
-UpgradeAndRun = Callable[["RawConnection", "PeerId | None"], Awaitable["Connection"]]
+#: upgrades (if raw) an outbound connection and runs it: (conn, expected peer) -> connection
+UpgradeAndRun = Callable[
+    ["RawConnection | SecuredConnection", "PeerId | None"], Awaitable["Connection"]
+]
 
 
 class _PendingDial:
@@ -215,5 +217,5 @@ class Dialer:
     ) -> Connection:
         if len(self.swarm.connections()) >= self.config.max_connections:
             raise DialError(f"connection limit of {self.config.max_connections} reached")
-        raw = await transport.dial(addr)
+        raw = await transport.dial(addr, expected_peer=peer)
         return await self.upgrade_and_run(raw, peer)

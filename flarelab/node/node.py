@@ -30,6 +30,7 @@ from ..protocols.ping import PING_PROTOCOL, handle_ping, ping_stream
 from ..tracing import spans
 from ..tracing.metrics import NodeMetrics
 from ..tracing.provider import NodeTracing, TracingConfig
+from ..transports.base import SecuredConnection
 from ..transports.tcp import TcpTransport
 from .config import NodeConfig
 from .connection import Connection, NetStream
@@ -278,17 +279,20 @@ class Node:
 
     async def upgrade_and_run(
         self,
-        raw: RawConnection,
+        raw: RawConnection | SecuredConnection,
         *,
         expected_peer: PeerId | None,
         is_initiator: bool,
         limited: bool = False,
     ) -> Connection:
-        """Upgrade an outbound-style raw connection and run it in the node's nursery.
+        """Upgrade a raw connection (if it is one) and run it in the node's nursery.
 
         ``is_initiator`` is the role in the security and muxer handshakes (DCUtR's TCP
         simultaneous open decides it by protocol, not by who dialled).
         """
+        if isinstance(raw, SecuredConnection):
+            conn = self._adopt(raw, limited=limited)
+            return await self.nursery.start(self.swarm.run, conn)
         try:
             conn = await self._upgrade(
                 raw, expected_peer=expected_peer, is_initiator=is_initiator, limited=limited
@@ -352,13 +356,36 @@ class Node:
             negotiate_timeout=self.config.negotiate_timeout,
         )
 
-    async def _on_inbound(self, raw: RawConnection) -> None:
-        """Handle one inbound raw connection (runs as the transport's handler task)."""
+    def _adopt(self, secured: SecuredConnection, *, limited: bool = False) -> Connection:
+        """Wrap a connection its transport secured and multiplexed (QUIC)."""
+        return Connection(
+            muxer=secured.muxer,
+            remote_peer=secured.remote_peer,
+            remote_public_key=secured.remote_public_key,
+            local_addr=secured.local_addr,
+            remote_addr=secured.remote_addr,
+            direction="outbound" if secured.is_initiator else "inbound",
+            transport=secured.transport,
+            security=secured.security,
+            limited=limited,
+            tracer=self.tracer,
+            negotiate_timeout=self.config.negotiate_timeout,
+        )
+
+    async def _on_inbound(self, raw: RawConnection | SecuredConnection) -> None:
+        """Handle one inbound connection (runs as the transport's handler task)."""
         if self._closing or self._pending_inbound >= self.config.max_pending_inbound or (
             len(self.connections()) >= self.config.max_connections
         ):
             self.metrics.record_refused(transport=raw.transport)
             await _close_raw(raw)
+            return
+        if isinstance(raw, SecuredConnection):
+            conn = self._adopt(raw)
+            if len(self.connections(conn.remote_peer)) >= self.config.max_connections_per_peer:
+                await close_quietly(conn, "per-peer connection limit")
+                return
+            await self.swarm.run(conn)
             return
         self._pending_inbound += 1
         try:
@@ -465,6 +492,9 @@ class Node:
         return f"<Node {self.label} {self.peer_id.short()}>"
 
 
-async def _close_raw(raw: RawConnection) -> None:
+async def _close_raw(raw: RawConnection | SecuredConnection) -> None:
     with contextlib.suppress(Exception), trio.move_on_after(1.0):
-        await raw.stream.aclose()
+        if isinstance(raw, SecuredConnection):
+            await raw.muxer.aclose()
+        else:
+            await raw.stream.aclose()

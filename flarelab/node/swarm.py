@@ -19,8 +19,14 @@ import trio
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from ..errors import ConnectionClosedError, LocalProtocolError, RemoteProtocolError, attach_context
-from ..mss import negotiate_responder
+from ..errors import (
+    ConnectionClosedError,
+    LimitExceededError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    attach_context,
+)
+from ..mss import MULTISTREAM_PROTOCOL, negotiate_responder
 from ..tracing import spans
 from .connection import Connection, NetStream
 from .events import (
@@ -206,42 +212,73 @@ class Swarm:
 
     async def _accept_streams(self, conn: Connection, nursery: trio.Nursery) -> None:
         active = [0]
+        limit = self.config.max_handler_streams_per_connection
         while True:
             try:
                 muxed = await conn.muxer.accept_stream()
             except (ConnectionClosedError, trio.ClosedResourceError, trio.BrokenResourceError):
                 return
-            if active[0] >= self.config.max_handler_streams_per_connection:
+            if active[0] >= limit:
+                self._refuse_stream(conn, muxed, limit)
                 await reset_quietly(muxed)
                 continue
             active[0] += 1
             nursery.start_soon(self._serve_stream, conn, muxed, active)
 
-    async def _serve_stream(self, conn: Connection, muxed: MuxedStream, active: list[int]) -> None:
-        peer = conn.remote_peer
-        attrs: dict[str, spans.AttributeValue] = {
-            spans.LIBP2P_REMOTE_PEER_ID: str(peer),
+    def _stream_attributes(
+        self, conn: Connection, muxed: MuxedStream
+    ) -> dict[str, spans.AttributeValue]:
+        return {
+            spans.LIBP2P_REMOTE_PEER_ID: str(conn.remote_peer),
             spans.LIBP2P_STREAM_ID: muxed.stream_id,
             spans.LIBP2P_CONNECTION_ID: conn.id,
         }
-        with self.tracer.start_as_current_span(spans.STREAM_HANDLE, attributes=attrs) as span:
+
+    def _refuse_stream(self, conn: Connection, muxed: MuxedStream, limit: int) -> None:
+        """Trace an inbound stream refused because the peer has ``limit`` in service."""
+        err = LimitExceededError(
+            f"stream {muxed.stream_id} refused: the peer already has {limit} handler streams "
+            "open on this connection",
+            peer=conn.remote_peer,
+            protocol=conn.muxer_protocol,
+        )
+        log.info("%s", err)
+        with self.tracer.start_as_current_span(
+            spans.STREAM_HANDLE,
+            attributes=self._stream_attributes(conn, muxed),
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            spans.mark_error(span, err)
+
+    async def _serve_stream(self, conn: Connection, muxed: MuxedStream, active: list[int]) -> None:
+        peer = conn.remote_peer
+        attrs = self._stream_attributes(conn, muxed)
+        protocol: str | None = None
+        with self.tracer.start_as_current_span(
+            spans.STREAM_HANDLE,
+            attributes=attrs,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             try:
-                with trio.fail_after(self.config.negotiate_timeout):
-                    protocol, stream = await negotiate_responder(
-                        muxed,
-                        lambda p: self.handlers.accepts(p, limited=conn.limited),
-                        tracer=self.tracer,
-                        peer=peer,
-                    )
+                protocol, stream = await self._negotiate(conn, muxed)
                 span.set_attribute(spans.LIBP2P_PROTOCOL, protocol)
                 net_stream = NetStream(stream, muxed, protocol, conn)
                 self.metrics.record_stream(protocol, direction="inbound")
                 await self.handlers.handler(protocol)(net_stream)
             except trio.TooSlowError:
-                spans.mark_error(span, RemoteProtocolError("protocol negotiation timed out"))
+                # a deadline inside the handler: it waited on the peer for too long
+                err = RemoteProtocolError(
+                    "the protocol handler timed out waiting for the peer",
+                    peer=peer,
+                    protocol=protocol,
+                )
+                log.info("stream %s: %s", muxed.stream_id, err)
+                spans.mark_error(span, err)
                 await reset_quietly(muxed)
             except (RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                attach_context(exc, peer=peer)
+                attach_context(exc, peer=peer, protocol=protocol)
                 log.info("stream %s from %s ended with an error: %s", muxed.stream_id, peer, exc)
                 spans.mark_error(span, exc)
                 await reset_quietly(muxed)
@@ -254,6 +291,22 @@ class Swarm:
                     await muxed.aclose()
             finally:
                 active[0] -= 1
+
+    async def _negotiate(self, conn: Connection, muxed: MuxedStream) -> tuple[str, trio.abc.Stream]:
+        """Agree on a protocol we serve, within ``negotiate_timeout``."""
+        timeout = self.config.negotiate_timeout
+        with trio.move_on_after(timeout):
+            return await negotiate_responder(
+                muxed,
+                lambda p: self.handlers.accepts(p, limited=conn.limited),
+                tracer=self.tracer,
+                peer=conn.remote_peer,
+            )
+        raise RemoteProtocolError(
+            f"protocol negotiation timed out after {timeout} s",
+            peer=conn.remote_peer,
+            protocol=MULTISTREAM_PROTOCOL,
+        )
 
     def _register(self, conn: Connection) -> None:
         peer = conn.remote_peer

@@ -11,12 +11,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
 from ..multiaddr import Multiaddr
 
-__all__ = ["Listener", "RawConnection", "Transport"]
+if TYPE_CHECKING:
+    from ..identity import PeerId, PublicKey
+    from ..muxers.base import MuxedConnection
+
+__all__ = ["Listener", "RawConnection", "SecuredConnection", "Transport"]
 
 
 @dataclass(eq=False)
@@ -32,6 +37,24 @@ class RawConnection:
     details: dict[str, object] = field(default_factory=dict)
 
 
+@dataclass(eq=False)
+class SecuredConnection:
+    """A connection its transport already secured and multiplexed (QUIC: TLS 1.3 and
+    native streams). The transport has authenticated ``remote_peer`` (and checked it
+    against the peer a dial expected)."""
+
+    muxer: MuxedConnection
+    remote_peer: PeerId
+    remote_public_key: PublicKey
+    local_addr: Multiaddr
+    remote_addr: Multiaddr
+    is_initiator: bool
+    transport: str
+    #: the security protocol, for traces ("/tls/1.0.0" for QUIC)
+    security: str
+    details: dict[str, object] = field(default_factory=dict)
+
+
 class Listener(ABC):
     """A listening endpoint; ``addrs`` are the bound addresses (real ports, not 0)."""
 
@@ -42,15 +65,13 @@ class Listener(ABC):
         """Stop accepting; connections already accepted are not touched."""
 
 
-ConnectionHandler = Callable[[RawConnection], Awaitable[None]]
+ConnectionHandler = Callable[[RawConnection | SecuredConnection], Awaitable[None]]
 
 
 class Transport(ABC):
     """A way to reach hosts: TCP, QUIC, a relay, the simulated network."""
 
     name: str
-    #: True if the node must run security and muxer negotiation over what dial returns
-    upgrades: bool = True
 
     @abstractmethod
     def can_dial(self, addr: Multiaddr) -> bool:
@@ -61,8 +82,15 @@ class Transport(ABC):
         """True if this transport can listen on ``addr``."""
 
     @abstractmethod
-    async def dial(self, addr: Multiaddr) -> RawConnection:
-        """Open a connection to ``addr``; raise ``OSError`` or a flarelab error on failure."""
+    async def dial(
+        self, addr: Multiaddr, *, expected_peer: PeerId | None = None
+    ) -> RawConnection | SecuredConnection:
+        """Open a connection to ``addr``; raise ``OSError`` or a flarelab error on failure.
+
+        Transports that secure connections themselves must authenticate the peer and
+        refuse one that is not ``expected_peer`` (when given) with PeerIdMismatchError;
+        the others return a :class:`RawConnection` that the node upgrades.
+        """
 
     @abstractmethod
     async def listen(

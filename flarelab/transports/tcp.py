@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import trio
 from opentelemetry.trace import Tracer
 
+from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..tracing import spans
 from .base import ConnectionHandler, Listener, RawConnection, Transport
@@ -138,7 +139,7 @@ class TcpTransport(Transport):
             raise
         return trio.SocketStream(sock)
 
-    async def dial(self, addr: Multiaddr) -> RawConnection:
+    async def dial(self, addr: Multiaddr, *, expected_peer: PeerId | None = None) -> RawConnection:
         target = _tcp_target(addr)
         if target is None:
             raise ValueError(f"not a TCP address: {addr}")
