@@ -121,7 +121,8 @@ class Exchange:
         """Return one direction's MB/s (nan unless it is ok)."""
         if not self.ok(direction):
             return math.nan
-        return throughput_mbps(getattr(self, direction).expected, getattr(self, f"{direction}_seconds"))
+        seconds = getattr(self, f"{direction}_seconds")
+        return throughput_mbps(getattr(self, direction).expected, seconds)
 
     @property
     def combined_mbps(self) -> float:
@@ -142,9 +143,7 @@ def _cpu() -> float:
     return time.process_time()
 
 
-async def perf_checked(
-    node: Node, peer: object, upload: int, download: int, seed: int
-) -> Exchange:
+async def perf_checked(node: Node, peer: object, upload: int, download: int, seed: int) -> Exchange:
     """Run one perf-checked exchange on a new stream to peer; failures become checks."""
     upload_check = TransferCheck(upload, 0)
     download_checker = PatternChecker(pattern(seed + 1), download)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -230,9 +229,6 @@ async def bench(args: argparse.Namespace) -> Report:
             f"{full.extra['cpu']:.0f} MB per CPU second (wall figures suffer when the "
             "machine is shared)"
         )
-    load = os.getloadavg()[0]
-    if load > (os.cpu_count() or 1):
-        report.note(f"the machine was busy (load average {load:.1f}): wall figures are low")
     report.note(f"transfers checked: {args.check}")
     return report
 

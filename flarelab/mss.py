@@ -184,7 +184,12 @@ async def negotiate_responder(
 
 
 class LazyNegotiatedStream(trio.abc.HalfCloseableStream):
-    """A stream whose multistream answer is read on first receive (lazy initiator)."""
+    """A stream whose multistream answer is read late (lazy initiator).
+
+    The answer is read on the first ``receive_some``, or before ``send_eof``: a peer must
+    not see our end-of-stream before its handler has been chosen (go-libp2p does the same;
+    js-libp2p loses bytes and EOF that arrive before its handler starts).
+    """
 
     def __init__(
         self, stream: trio.abc.Stream, protocol: str, *, tracer: Tracer, peer: object
@@ -193,14 +198,33 @@ class LazyNegotiatedStream(trio.abc.HalfCloseableStream):
         self.protocol = protocol
         self._tracer = tracer
         self._peer = peer
-        self._checked = False
+        self._started = False
+        self._done = trio.Event()
+        self._error: BaseException | None = None
         self._leftover = b""
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.stream, name)
 
-    async def _check(self) -> None:
-        self._checked = True
+    async def _ensure_negotiated(self) -> None:
+        if not self._started:
+            self._started = True
+            try:
+                await self._read_answer()
+            except BaseException as exc:
+                self._error = exc
+                raise
+            finally:
+                self._done.set()
+            return
+        await self._done.wait()
+        if self._error is not None:
+            raise ProtocolNotSupportedError(
+                "negotiation failed earlier", offered=(self.protocol,), peer=self._peer,
+                protocol=MULTISTREAM_PROTOCOL,
+            ) from self._error
+
+    async def _read_answer(self) -> None:
         with self._tracer.start_as_current_span(
             spans.MSS_NEGOTIATE,
             attributes={
@@ -230,8 +254,8 @@ class LazyNegotiatedStream(trio.abc.HalfCloseableStream):
                 raise
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if not self._checked:
-            await self._check()
+        if not self._done.is_set() or self._error is not None:
+            await self._ensure_negotiated()
         if self._leftover:
             await trio.lowlevel.checkpoint()
             if max_bytes is None or max_bytes >= len(self._leftover):
@@ -251,6 +275,7 @@ class LazyNegotiatedStream(trio.abc.HalfCloseableStream):
         send_eof = getattr(self.stream, "send_eof", None)
         if send_eof is None:
             raise LocalProtocolError("the wrapped stream cannot half-close")
+        await self._ensure_negotiated()
         await send_eof()
 
     async def aclose(self) -> None:

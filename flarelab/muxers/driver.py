@@ -19,14 +19,15 @@ engine: three tasks in one nursery.
   ``write_timeout`` ends the connection (go-yamux's write deadline).
 * The timer (Yamux only) sends keepalive and RTT pings.
 
-Measured against a per-frame write lock in the writing task (with a cancellation shield
-per write, which costs as much as the writer's extra task switch), the writer task was as
-fast for one stream and batches many streams' frames into fewer writes.
+Measured (bench/bench_yamux.py and variants, one stream, 64 KiB writes): writing from the
+sending task under a lock, shielded from cancellation per write, was as fast as this
+writer task (the shield costs about what the writer's extra task switch does); without
+the shield it was 10-20% faster, but a send_all cancelled while the transport is backed
+up (a timed upload to a slow peer) then tears a frame and kills the whole connection, so
+we pay for the writer. It also batches many streams' frames into fewer writes.
 
-Tracing: a session span (``yamux.session`` / ``mplex.session``) per connection with GoAway,
-RTT, rejected streams and the close reason, and a stream span per stream (open to finished)
-with its id, direction, bytes each way, the open/acknowledge/half-close/reset messages and
-the close reason. Data frames are never span events.
+Tracing (:mod:`flarelab.muxers.muxer_spans`): a session span per connection and a stream span
+per stream, fed from the core's events; data frames are never span events.
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ from collections import deque
 from typing import Any, Protocol
 
 import trio
-from opentelemetry import trace
-from opentelemetry.trace import Span, Tracer
+from opentelemetry.trace import Tracer
 
 from ..errors import (
     ConnectionClosedError,
@@ -61,8 +61,10 @@ from .events import (
     StreamReset,
     StreamWindowUpdated,
 )
+from .muxer_spans import MuxerTrace
 from .state import HalfState, ResetCause, StreamRecord
 from .stream import DriverStream
+from .waiting import WaitSlot
 
 __all__ = ["MuxerCore", "MuxerDriver"]
 
@@ -140,15 +142,24 @@ class MuxerDriver(MuxedConnection):
         self.protocol_id = core.protocol_id
         self.is_initiator = is_initiator
         self.peer = peer
-        self._tracer = tracer
+        self._trace = MuxerTrace(
+            tracer,
+            protocol_id=core.protocol_id,
+            session_name=self.session_span_name,
+            stream_name=self.stream_span_name,
+            message_names=self.message_names,
+            control_frame_size=core.control_frame_size,
+            peer=peer,
+        )
         self._read_size = read_size
         self._write_batch = write_batch
         self._max_write = max_write
         self._write_timeout = write_timeout
         self._close_timeout = close_timeout
         self._uses_timers = uses_timers
-        self._writer_lot = trio.lowlevel.ParkingLot()  # the writer, waiting for output
-        self._taken_lot = trio.lowlevel.ParkingLot()  # senders, waiting for their frames taken
+        self._writer_slot = WaitSlot()  # the writer, waiting for output
+        self._taken_waiters: list[WaitSlot] = []  # senders, waiting for their frames taken
+        self._drain_lot = trio.lowlevel.ParkingLot()  # closers, waiting for the queue to empty
         self._writing = False
         self._accept_queue: deque[DriverStream] = deque()
         self._accept_lot = trio.lowlevel.ParkingLot()
@@ -161,8 +172,6 @@ class MuxerDriver(MuxedConnection):
         self._draining = False
         self._close_when_flushed: str | None = None
         self._close_reason: str | BaseException | None = None
-        self._span: Span = trace.INVALID_SPAN
-        self._span_context = trace.set_span_in_context(trace.INVALID_SPAN)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -194,15 +203,7 @@ class MuxerDriver(MuxedConnection):
         if self._started:
             raise LocalProtocolError("run() was already started")
         self._started = True
-        self._span = self._tracer.start_span(
-            self.session_span_name,
-            attributes={
-                spans.LIBP2P_MUXER: self.protocol_id,
-                spans.LIBP2P_ROLE: "initiator" if self.is_initiator else "responder",
-                spans.LIBP2P_REMOTE_PEER_ID: str(self.peer) if self.peer is not None else "",
-            },
-        )
-        self._span_context = trace.set_span_in_context(self._span)
+        self._trace.start_session(self.is_initiator)
         error: RemoteProtocolError | None = None
         try:
             async with trio.open_nursery() as nursery:
@@ -248,7 +249,7 @@ class MuxerDriver(MuxedConnection):
             attach_context(err, peer=self.peer, protocol=self.protocol_id)
             raise
         handle = self._new_stream(rec)
-        self._traced_sent(handle, "open")
+        self._trace.sent(handle._span, "open")
         self._wake_writer()
         if not parked:
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -311,16 +312,15 @@ class MuxerDriver(MuxedConnection):
             core.receive_data(data, clock())
             if core.has_events:
                 self._dispatch()
-            if core.pending_output and self._writer_lot:
-                self._writer_lot.unpark()
+            if core.pending_output:
+                self._writer_slot.wake()
 
     async def _write_loop(self) -> None:
         core = self._core
         send_all = self._stream.send_all
         timeout = self._write_timeout
         max_write = self._max_write
-        taken_lot = self._taken_lot
-        writer_lot = self._writer_lot
+        writer_slot = self._writer_slot
         clock = trio.current_time
         while True:
             # One cancel scope for many writes: its deadline is pushed on lazily, only when
@@ -330,20 +330,20 @@ class MuxerDriver(MuxedConnection):
                 while True:
                     if not core.pending_output:
                         self._writing = False
-                        if taken_lot:
-                            taken_lot.unpark_all()
+                        if self._drain_lot:
+                            self._drain_lot.unpark_all()
                         if self._close_when_flushed is not None:
                             self._lose(self._close_when_flushed)
                             return
-                        await writer_lot.park()
+                        await writer_slot.wait()
                         continue
                     self._writing = True
                     now = clock()
                     if scope.deadline - now < timeout / 2:
                         scope.deadline = now + timeout
                     data = core.data_to_send(max_write)  # copies the borrowed payloads
-                    if taken_lot:
-                        taken_lot.unpark_all()
+                    if self._taken_waiters:
+                        self._wake_takers()
                     try:
                         await send_all(data)
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -367,7 +367,7 @@ class MuxerDriver(MuxedConnection):
         """Wait until everything queued has been written (only while the writer runs)."""
         while self._started and not self._closed and (self._core.pending_output or self._writing):
             self._wake_writer()
-            await self._taken_lot.park()
+            await self._drain_lot.park()
 
     async def _shutdown(self, error: RemoteProtocolError | None) -> None:
         """End the connection for good: close the byte stream, end the span."""
@@ -382,10 +382,7 @@ class MuxerDriver(MuxedConnection):
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
         await trio.aclose_forcefully(self._stream)
-        self._span.set_attribute(spans.LIBP2P_CLOSE_REASON, _describe(self._close_reason))
-        if error is not None:
-            spans.mark_error(self._span, error, side="remote")
-        self._span.end()
+        self._trace.end_session(_describe(self._close_reason), error)
         self._closed_event.set()
 
     def _close_gracefully(self, reason: str) -> None:
@@ -395,7 +392,7 @@ class MuxerDriver(MuxedConnection):
         self._closing = True
         self._close_when_flushed = reason
         if self._started:
-            self._writer_lot.unpark()
+            self._writer_slot.wake()
         else:
             self._lose(reason)
 
@@ -411,15 +408,16 @@ class MuxerDriver(MuxedConnection):
             handle._wake()
         self._accept_lot.unpark_all()
         self._open_lot.unpark_all()
-        self._taken_lot.unpark_all()
+        self._wake_takers()
+        self._drain_lot.unpark_all()
         if self._run_scope is not None:
             self._run_scope.cancel()
 
     # ------------------------------------------------------------------ stream commands
 
     def _wake_writer(self) -> None:
-        if self._core.pending_output and self._writer_lot:
-            self._writer_lot.unpark()
+        if self._core.pending_output:
+            self._writer_slot.wake()
 
     def _after_core(self) -> None:
         if self._core.has_events:
@@ -430,39 +428,46 @@ class MuxerDriver(MuxedConnection):
         """Queue ``view`` as frames; return once the writer has taken (copied) all of them."""
         core = self._core
         rec = handle._rec
+        slot = handle._send_slot
         batch = self._write_batch
         parked = False
         while view:
             handle._check_send()
             if self._closed:
                 raise self._closed_error()
-            if core.send_window(rec) <= 0:
-                await handle._send_lot.park()
+            if rec.send_window <= 0:
+                await slot.wait()
                 parked = True
                 continue
             taken, ticket = core.send_data(rec, view, batch)
-            if self._writer_lot:
-                self._writer_lot.unpark()
+            self._writer_slot.wake()
             view = view[taken:]
             parked = True
             try:
                 while not core.output_taken(ticket) and not self._closed:
-                    await self._taken_lot.park()
+                    self._taken_waiters.append(slot)
+                    await slot.wait()
             except BaseException:
                 core.own_output()  # the frames go out anyway; the caller may reuse its memory
                 raise
         if not parked:
             await trio.lowlevel.cancel_shielded_checkpoint()
 
+    def _wake_takers(self) -> None:
+        waiters = self._taken_waiters
+        self._taken_waiters = []
+        for slot in waiters:
+            slot.wake()
+
     def _read(self, rec: StreamRecord, max_bytes: int) -> bytes | bytearray:
         data = self._core.read(rec, max_bytes, trio.current_time())
-        if self._core.pending_output and self._writer_lot:
-            self._writer_lot.unpark()
+        if self._core.pending_output:
+            self._writer_slot.wake()
         return data
 
     def _send_eof(self, handle: DriverStream) -> None:
         self._core.send_eof(handle._rec)
-        self._traced_sent(handle, "close")
+        self._trace.sent(handle._span, "close")
         self._after_core()
 
     def _close_stream(self, handle: DriverStream) -> None:
@@ -470,84 +475,72 @@ class MuxerDriver(MuxedConnection):
         fin = rec.send_state is HalfState.OPEN
         self._core.close_stream(rec)
         if rec.reset_cause is ResetCause.LOCAL:
-            self._traced_sent(handle, "reset")
+            self._trace.sent(handle._span, "reset")
         elif fin:
-            self._traced_sent(handle, "close")
+            self._trace.sent(handle._span, "close")
         self._after_core()
 
     def _reset(self, handle: DriverStream) -> None:
         self._core.reset_stream(handle._rec)
-        self._traced_sent(handle, "reset")
+        self._trace.sent(handle._span, "reset")
         self._after_core()
 
     # ------------------------------------------------------------------ events
 
     def _new_stream(self, rec: StreamRecord) -> DriverStream:
-        span = self._tracer.start_span(
-            self.stream_span_name,
-            context=self._span_context,
-            attributes={
-                spans.LIBP2P_STREAM_ID: rec.stream_id,
-                spans.LIBP2P_DIRECTION: "outbound" if rec.local else "inbound",
-                spans.LIBP2P_MUXER: self.protocol_id,
-            },
-        )
-        return self.stream_class(self, rec, span)
+        return self.stream_class(self, rec, self._trace.start_stream(rec))
 
     def _dispatch(self) -> None:
         for event in self._core.take_events():
             kind = type(event)
             if kind is StreamDataReceived:
                 handle = event.stream.handle  # type: ignore[union-attr]
-                if handle is not None and handle._recv_lot:
-                    handle._recv_lot.unpark_all()
+                if handle is not None:
+                    handle._recv_slot.wake()
             elif kind is StreamWindowUpdated:
                 handle = event.stream.handle  # type: ignore[union-attr]
-                if handle is not None and handle._send_lot:
-                    handle._send_lot.unpark_all()
+                if handle is not None:
+                    handle._send_slot.wake()
             else:
                 self._on_event(event)
 
     def _on_event(self, event: MuxerEvent) -> None:
         if isinstance(event, InboundStreamOpened):
             handle = self._new_stream(event.stream)
-            self._traced_received(handle, "open")
+            self._trace.received(handle._span, "open")
             self._accept_queue.append(handle)
             self._accept_lot.unpark()
         elif isinstance(event, StreamEofReceived):
             handle = event.stream.handle
             if handle is not None:
-                self._traced_received(handle, "close")
+                self._trace.received(handle._span, "close")
                 handle._wake()
         elif isinstance(event, StreamReset):
             handle = event.stream.handle
             if handle is not None:
                 if event.cause is ResetCause.BY_PEER:
-                    self._traced_received(handle, "reset")
+                    self._trace.received(handle._span, "reset")
                 elif event.cause not in (ResetCause.LOCAL, ResetCause.CONNECTION_CLOSED):
-                    self._traced_sent(handle, "reset")
+                    self._trace.sent(handle._span, "reset")
                 handle._wake()
         elif isinstance(event, StreamClosed):
-            self._end_stream_span(event.stream)
+            handle = event.stream.handle
+            if handle is not None:
+                self._trace.end_stream(handle._span, event.stream)
             self._open_lot.unpark_all()
             if self._draining and not self._core.num_streams:
                 self._close_gracefully("peer sent GoAway; all streams finished")
         elif isinstance(event, StreamAcknowledged):
             handle = event.stream.handle
             if handle is not None:
-                self._traced_received(handle, "ack")
+                self._trace.received(handle._span, "ack")
             self._open_lot.unpark_all()
         elif isinstance(event, InboundStreamRejected):
-            self._span.add_event(
-                "stream.rejected",
-                {spans.LIBP2P_STREAM_ID: event.stream_id, spans.LIBP2P_REASON: event.reason},
-            )
+            self._trace.rejected(event.stream_id, event.reason)
         elif isinstance(event, RttMeasured):
-            size = self._core.control_frame_size
-            spans.message_received(self._span, "Pong", size, {spans.LIBP2P_RTT_MS: event.rtt * 1e3})
+            self._trace.rtt(event.rtt)
         elif isinstance(event, GoAwayReceived):
-            size = self._core.control_frame_size
-            spans.message_received(self._span, "GoAway", size, {"code": event.code})
+            self._trace.goaway_received(event.code)
             if event.code:
                 self._lose(f"peer sent GoAway ({_GOAWAY_NAMES.get(event.code, event.code)})")
             else:
@@ -556,42 +549,12 @@ class MuxerDriver(MuxedConnection):
                 if not self._core.num_streams:
                     self._close_gracefully("peer sent GoAway")
         elif isinstance(event, KeepaliveTimedOut):
-            self._span.add_event("keepalive.timeout", {"idle_s": event.idle})
+            self._trace.keepalive_timeout(event.idle)
             self._lose(f"keepalive timeout: nothing received for {event.idle:.1f} s")
 
-    # ------------------------------------------------------------------ tracing
-
-    def _traced_sent(self, handle: DriverStream, message: str) -> None:
-        name = self.message_names[message]
-        if name is not None:
-            spans.message_sent(handle._span, name, self._core.control_frame_size)
-
-    def _traced_received(self, handle: DriverStream, message: str) -> None:
-        name = self.message_names[message]
-        if name is not None:
-            spans.message_received(handle._span, name, self._core.control_frame_size)
-
     def _trace_goaway_sent(self) -> None:
-        code = self._core.local_goaway
-        if code is not None:
-            spans.message_sent(self._span, "GoAway", self._core.control_frame_size, {"code": code})
-
-    def _end_stream_span(self, rec: StreamRecord) -> None:
-        handle = rec.handle
-        if handle is None:
-            return
-        span = handle._span
-        span.set_attribute(spans.LIBP2P_BYTES_SENT, rec.bytes_sent)
-        span.set_attribute(spans.LIBP2P_BYTES_RECEIVED, rec.bytes_received)
-        span.set_attribute(spans.LIBP2P_CLOSE_REASON, rec.close_reason or "closed")
-        if rec.reset_cause in (ResetCause.PEER_VIOLATION, ResetCause.OVERFLOW):
-            err = RemoteProtocolError(
-                f"stream {rec.stream_id}: {rec.close_reason}",
-                peer=self.peer,
-                protocol=self.protocol_id,
-            )
-            spans.mark_error(span, err, side="remote")
-        span.end()
+        if self._core.local_goaway is not None:
+            self._trace.goaway_sent(self._core.local_goaway)
 
     def _closed_error(self) -> ConnectionClosedError:
         return ConnectionClosedError(

@@ -17,6 +17,7 @@ from opentelemetry.trace import Span
 from ..errors import ConnectionClosedError, StreamResetError
 from .base import MuxedStream
 from .state import HalfState, ResetCause, StreamRecord
+from .waiting import WaitSlot
 
 if TYPE_CHECKING:
     from .driver import MuxerDriver
@@ -39,8 +40,8 @@ class DriverStream(MuxedStream):
         self._closed = False
         self._send_busy = False
         self._recv_busy = False
-        self._recv_lot = trio.lowlevel.ParkingLot()
-        self._send_lot = trio.lowlevel.ParkingLot()
+        self._recv_slot = WaitSlot()  # the receiving task, waiting for data
+        self._send_slot = WaitSlot()  # the sending task, waiting for window
         rec.handle = self
 
     def __repr__(self) -> str:
@@ -98,7 +99,7 @@ class DriverStream(MuxedStream):
                     break
                 if state is HalfState.RESET:
                     raise self._broken()
-                await self._recv_lot.park()
+                await self._recv_slot.wait()
                 parked = True
             if not parked:
                 await trio.lowlevel.cancel_shielded_checkpoint()
@@ -138,7 +139,7 @@ class DriverStream(MuxedStream):
                     break
                 if self._conn._core.send_window(self._rec) > 0:
                     break
-                await self._send_lot.park()
+                await self._send_slot.wait()
                 parked = True
             if not parked:
                 await trio.lowlevel.cancel_shielded_checkpoint()
@@ -152,7 +153,10 @@ class DriverStream(MuxedStream):
             await trio.lowlevel.checkpoint_if_cancelled()
             if self._closed:
                 raise trio.ClosedResourceError("this stream was closed")
-            if self._rec.send_state is HalfState.OPEN:
+            state = self._rec.send_state
+            if state is HalfState.RESET:
+                raise self._broken()
+            if state is HalfState.OPEN:
                 self._conn._send_eof(self)
             await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
@@ -196,10 +200,8 @@ class DriverStream(MuxedStream):
         )
 
     def _wake(self) -> None:
-        if self._recv_lot:
-            self._recv_lot.unpark_all()
-        if self._send_lot:
-            self._send_lot.unpark_all()
+        self._recv_slot.wake()
+        self._send_slot.wake()
 
     def _check_send(self) -> None:
         if self._closed:

@@ -61,7 +61,8 @@ class NetStream(trio.abc.HalfCloseableStream):
         await self._stream.wait_send_all_might_not_block()
 
     async def send_eof(self) -> None:
-        await self.muxed.send_eof()
+        # through the wrapper: a lazily negotiated stream reads the answer first
+        await self._stream.send_eof()  # type: ignore[attr-defined]
 
     async def aclose(self) -> None:
         await self._stream.aclose()

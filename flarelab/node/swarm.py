@@ -3,8 +3,11 @@
 :class:`Swarm` keeps the open connections by peer, runs each one (its muxer engine in a
 connection nursery, the inbound-stream loop, services such as identify), serves inbound
 streams from the protocol handler registry, and publishes the connection events. A
-failure on one stream resets that stream; a failure of a connection's muxer closes that
-connection; neither reaches the node's nursery.
+failure on one stream resets that stream; a failure of a connection's muxer, or of a
+service running on it, closes that connection; neither reaches the node's nursery. Each
+is traced on the stream's or the connection's span, naming the peer and the protocol:
+a stream that stalls in negotiation, a handler that times out waiting for the peer, a
+stream refused because the peer has too many in service.
 """
 
 from __future__ import annotations
@@ -167,6 +170,7 @@ class Swarm:
             },
         )
         registered = False
+        started = False
         reason = "closed"
         try:
             with trace.use_span(conn.span, end_on_exit=False):
@@ -179,10 +183,16 @@ class Swarm:
                     for hook in self.on_open:
                         nursery.start_soon(hook, conn)
                     task_status.started(conn)
-        except Exception as exc:  # the muxer failed to start
-            reason = f"{type(exc).__name__}: {exc}"
-            spans.mark_error(conn.span, exc)
-            raise
+                    started = True
+        except Exception as exc:
+            err = _sole_error(exc)
+            reason = conn.close_reason = conn.close_reason or _reason_text(err) or reason
+            expected = isinstance(err, (RemoteProtocolError, LocalProtocolError))
+            spans.mark_error(conn.span, err, side=None if expected else "local")
+            if not started and task_status is not trio.TASK_STATUS_IGNORED:
+                raise  # the muxer failed to start: whoever waits for the connection hears it
+            # a service (or the muxer) failed on this connection: it ends, the node does not
+            log.error("connection %s ended by an unexpected error", conn, exc_info=err)
         finally:
             conn.closed.set()
             reason = conn.close_reason or _reason_text(conn.muxer.close_reason) or reason
@@ -351,6 +361,13 @@ async def reset_quietly(stream: MuxedStream) -> None:
     """Reset ``stream``, ignoring errors, within a second, even when cancelled."""
     with contextlib.suppress(Exception), trio.CancelScope(shield=True), trio.move_on_after(1.0):
         await stream.reset()
+
+
+def _sole_error(exc: BaseException) -> BaseException:
+    """Return the one error inside (nested) single-error groups, or ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _reason_text(reason: object) -> str | None:

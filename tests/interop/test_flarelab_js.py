@@ -8,6 +8,11 @@ ways, and a connection kept up across js-libp2p's 10 s connection-monitor ping.
 Real processes and sockets, so trio's real clock: every wait is bounded (``fail_after``
 or a ``next_event`` timeout) and nothing sleeps. The address each side reports having seen
 the other at is checked against the kernel's own table of TCP connections.
+
+Two tests guard fixes made for js-libp2p's sake: a js-libp2p dialer that lacks our first
+muxer must still connect (our Noise responder offers its whole muxer list), and a FIN sent
+right behind a lazily negotiated stream's data must not reach js-libp2p before the
+multistream answer (it would lose the data and the end of the stream).
 """
 
 from __future__ import annotations
@@ -25,11 +30,18 @@ import trio
 from jspeer import JsPeer, run_js_peer
 
 from flarelab.identity import PeerId
-from flarelab.multiaddr import Multiaddr
-from flarelab.node import Connection, ConnectionOpened, NetStream, Node, NodeConfig, PeerIdentified
+from flarelab.node import (
+    Connection,
+    ConnectionClosed,
+    ConnectionOpened,
+    NetStream,
+    Node,
+    NodeConfig,
+    PeerIdentified,
+)
 from flarelab.protocols.identify import IdentifyInfo
 from flarelab.protocols.perf import PERF_PROTOCOL
-from flarelab.protocols.ping import PING_PROTOCOL, handle_ping
+from flarelab.protocols.ping import PING_PROTOCOL
 from flarelab.tracing import spans
 from flarelab.tracing.bus import SpanBus
 from flarelab.tracing.provider import TracingConfig
@@ -121,9 +133,7 @@ async def echo_through(node: Node, peer: PeerId, payload: bytes) -> bytes:
 
 
 @asynccontextmanager
-async def flarelab_node(
-    bus: SpanBus | None = None, **overrides: Any
-) -> AsyncIterator[Node]:
+async def flarelab_node(bus: SpanBus | None = None, **overrides: Any) -> AsyncIterator[Node]:
     """Run a flarelab node on 127.0.0.1 that also serves the echo protocol."""
     config = NodeConfig(
         listen_addrs=[LOOPBACK],
@@ -196,6 +206,17 @@ def check_our_identify(event: dict[str, Any], node: Node, conn: Connection) -> N
     assert without_p2p(event["remoteAddr"]) == str(conn.local_addr)
 
 
+async def check_clean_close(node: Node, js: JsPeer, conn: Connection, bus: SpanBus) -> None:
+    """Stop the js peer; our connection must close without any error on our side."""
+    with node.events.subscribe(ConnectionClosed) as closed:
+        assert await js.stop() == 0, js.describe("js did not stop cleanly")
+        event = await closed.next(ConnectionClosed)
+    assert event.connection is conn
+    assert not node.connections()
+    bad = [f"{r.name}: {r.description}" for r in error_spans(bus)]
+    assert not bad, f"closing ({event.reason}) marked spans error: {bad}"
+
+
 def perf_server_spans(bus: SpanBus) -> list[SpanRecord]:
     """Return the ended perf spans of our perf server."""
     return [
@@ -261,6 +282,7 @@ async def test_flarelab_dials_js(muxer: str) -> None:
 
             assert node.connections(js_peer) == [conn]
             assert_healthy(js, bus)
+            await check_clean_close(node, js, conn, bus)
 
 
 # a flarelab responder offers only its first muxer in the Noise handshake (see
@@ -321,6 +343,77 @@ async def test_js_dials_flarelab(muxer: str, our_muxers: tuple[str, ...]) -> Non
                     assert len(rtts) == 3 and all(0 < rtt < 1000 for rtt in rtts)
                     assert node.connections(js_peer) == [conn]
                     assert_healthy(js, bus)
+                    await check_clean_close(node, js, conn, bus)
+
+
+async def test_js_mplex_dialer_reaches_a_default_flarelab_node() -> None:
+    """A js-libp2p peer that speaks only mplex connects to a node with the default muxers.
+
+    Our defaults are yamux then mplex, so mplex is common ground; the spec has the
+    responder list the muxers it supports and fail only when the lists share none.
+    """
+    async with flarelab_node() as node:
+        args = f"--muxer mplex --dial {node.addrs[0]} --identify --ping 1"
+        async with run_js_peer(*args.split()) as js:
+            done = await js.next_event("done", timeout=TEST_TIMEOUT)
+            assert done["ok"], js.describe("js could not talk to a default flarelab node")
+            (opened,) = js.events_named("connection:open")
+            assert opened["muxer"] == MPLEX
+            assert [c.muxer_protocol for c in node.connections()] == [MPLEX]
+
+
+async def test_reversed_muxer_preference_both_directions() -> None:
+    """js-libp2p preferring mplex and flarelab preferring yamux agree on one muxer both ways.
+
+    js-libp2p's Noise initiator takes the first muxer of the *responder's* list, against
+    the spec (see interop/js/README.md), so a responder that offered both muxers and
+    picked by the spec's rule would run mplex while js runs yamux. Whoever dials, both
+    ends must run the same muxer: ours (yamux), and the connection must carry pings.
+    """
+    async with (
+        flarelab_node() as node,
+        run_js_peer("--muxer", "mplex,yamux") as listener,
+        run_js_peer(
+            "--muxer", "mplex,yamux", "--dial", str(node.addrs[0]), "--ping", "2"
+        ) as dialer,
+    ):
+        with trio.fail_after(TEST_TIMEOUT):
+            conn = await node.connect(listener.addr)
+            assert conn.muxer_protocol == YAMUX
+            assert len(await node.ping(conn.remote_peer, 2)) == 2
+            assert (await listener.next_event("connection:open"))["muxer"] == YAMUX
+            done = await dialer.next_event("done", timeout=TEST_TIMEOUT)
+            assert done["ok"], dialer.describe("js could not ping us")
+            assert (await dialer.next_event("connection:open"))["muxer"] == YAMUX
+            inbound = node.connections(PeerId.from_string(dialer.peer_id))
+            assert [c.muxer_protocol for c in inbound] == [YAMUX]
+
+
+async def test_half_close_right_after_a_lazy_open() -> None:
+    """Small exchanges that half-close at once, on protocols identify told us js speaks.
+
+    After identify, ``node.new_stream`` skips the multistream round trip (go-libp2p's
+    lazy client), so header, protocol, data and FIN can all reach js-libp2p together.
+    Each exchange must still work: an echo, a small perf, a ping whose stream ends.
+    """
+    async with flarelab_node() as node, run_js_peer("--agent", JS_AGENT) as js:
+        js_peer = PeerId.from_string(js.peer_id)
+        with trio.fail_after(TEST_TIMEOUT):
+            await node.connect(js.addr)
+            await node.identify_peer(js_peer)
+        with trio.fail_after(5):
+            assert await echo_through(node, js_peer, b"hello, js") == b"hello, js"
+            result = await node.perf(js_peer, upload=1000, download=2000)
+            assert (result.upload_bytes, result.download_bytes) == (1000, 2000)
+            # @libp2p/ping's own handler: it echoes, and ends its side after our EOF
+            stream = await node.new_stream(js_peer, PING_PROTOCOL)
+            payload = bytes(range(32))
+            await stream.send_all(payload)
+            await stream.send_eof()
+            echoed = b""
+            while data := await stream.receive_some(64):
+                echoed += data
+            assert echoed == payload
 
 
 # ---------------------------------------------------------------------------- identify push
@@ -342,9 +435,11 @@ async def test_js_identify_push_is_applied() -> None:
                 assert sent["connections"] == 1
                 event = await events.next(
                     PeerIdentified,
-                    predicate=lambda e: e.push
-                    and e.info.signed_record is not None
-                    and e.info.signed_record.seq >= sent["seqAtLeast"],
+                    predicate=lambda e: (
+                        e.push
+                        and e.info.signed_record is not None
+                        and e.info.signed_record.seq >= sent["seqAtLeast"]
+                    ),
                 )
             assert event.peer == js_peer
             check_js_identify(event.info, js, conn, node=node, push=True)
@@ -388,6 +483,17 @@ async def test_flarelab_identify_push_reaches_js() -> None:
                 "peer:identify", where=lambda e: e["push"] and extra not in e["protocols"]
             )
             assert sorted(removed["protocols"]) == node.protocols()
+
+            # a new listen address: pushed with a newer signed record, which js keeps
+            (new_addr,) = await node.listen(LOOPBACK)
+            moved = await js.next_event(
+                "peer:identify", where=lambda e: e["push"] and str(new_addr) in e["listenAddrs"]
+            )
+            ours = [str(a) for a in node.listen_addrs()]
+            assert len(ours) == 2
+            assert moved["listenAddrs"] == ours
+            assert moved["signedPeerRecord"]["addrs"] == ours
+            assert moved["signedPeerRecord"]["seq"] > added["signedPeerRecord"]["seq"]
             assert_healthy(js, bus)
 
 
@@ -398,43 +504,50 @@ async def test_connections_survive_js_keepalive() -> None:
     """Yamux and mplex connections stay up through js-libp2p's connection-monitor ping.
 
     js-libp2p pings every connection every 10 s (counted from its start) and aborts the
-    connection when that ping fails; its yamux also pings as soon as a connection opens.
-    We wait (bounded) for the monitor's ping to reach each of two nodes, one per muxer,
-    then check both connections are still up and carry pings.
+    connection when that ping fails. Both yamux ends also ping as soon as the connection
+    opens (js for keepalive, we to measure the RTT); the next yamux keepalive is 30 s
+    away, too long to wait for here. Two nodes, one per muxer, dial one js peer; we wait
+    (bounded, no sleep) until our ping handler has answered the monitor's ping on each
+    connection, then check both connections are still the same, still open, and carry
+    our pings.
     """
     bus = SpanBus()
     async with (
-        flarelab_node(bus) as a,
-        flarelab_node(bus, muxers=(MPLEX,)) as b,
+        flarelab_node(bus, label="yamux") as a,
+        flarelab_node(bus, label="mplex", muxers=(MPLEX,)) as b,
         run_js_peer("--agent", JS_AGENT) as js,
     ):
         js_peer = PeerId.from_string(js.peer_id)
-        monitor_pinged = {a.peer_id: trio.Event(), b.peer_id: trio.Event()}
+        monitor_pinged = {"yamux": trio.Event(), "mplex": trio.Event()}
 
-        def counting_ping(node: Node) -> Any:
-            async def serve(stream: NetStream) -> None:
-                answered = await handle_ping(stream)
-                if answered:
-                    monitor_pinged[node.peer_id].set()
+        def on_span(record: SpanRecord) -> None:
+            if (
+                record.ended
+                and record.name == spans.PING
+                and record.attributes.get(spans.LIBP2P_ROLE) == "responder"
+                and record.attributes.get(spans.LIBP2P_REMOTE_PEER_ID) == js.peer_id
+                and isinstance(count := record.attributes.get("ping.count"), int)
+                and count >= 1
+                and record.node_label in monitor_pinged
+            ):
+                monitor_pinged[record.node_label].set()
 
-            return serve
-
+        bus.add_listener(on_span, replay=True)
         conns = {}
         with trio.fail_after(TEST_TIMEOUT):
             for node in (a, b):
-                node.set_handler(PING_PROTOCOL, counting_ping(node), allow_limited=True)
-                conns[node.peer_id] = await node.connect(js.addr)
+                conns[node.label] = await node.connect(js.addr)
                 await node.identify_peer(js_peer)
-            assert conns[a.peer_id].muxer_protocol == YAMUX
-            assert conns[b.peer_id].muxer_protocol == MPLEX
+            assert (conns["yamux"].muxer_protocol, conns["mplex"].muxer_protocol) == (YAMUX, MPLEX)
         with trio.fail_after(JS_MONITOR_WAIT):
             for event in monitor_pinged.values():
                 await event.wait()
         with trio.fail_after(TEST_TIMEOUT):
             for node in (a, b):
-                conn = conns[node.peer_id]
+                conn = conns[node.label]
                 assert not conn.is_closed
                 assert node.connections(js_peer) == [conn]
                 assert len(await node.ping(js_peer, 2)) == 2
+            assert conns["yamux"].muxer.rtt is not None  # type: ignore[attr-defined]
             assert len(js.events_named("connection:open")) == 2
             assert_healthy(js, bus)

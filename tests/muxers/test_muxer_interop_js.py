@@ -20,13 +20,13 @@ import pytest
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "interop"))
-from jspeer import JsSetupError, require_js_setup, run_js_peer  # noqa: E402
+from jspeer import JsSetupError, require_js_setup, run_js_peer
 
-from flarelab.identity import PeerId, generate_private_key  # noqa: E402
-from flarelab.mss import negotiate_initiator, negotiate_responder  # noqa: E402
-from flarelab.muxers import MplexConnection, YamuxConfig, YamuxConnection  # noqa: E402
-from flarelab.muxers.driver import MuxerDriver  # noqa: E402
-from flarelab.security.noise import noise_handshake  # noqa: E402
+from flarelab.identity import PeerId, generate_private_key
+from flarelab.mss import negotiate_initiator, negotiate_responder
+from flarelab.muxers import MplexConnection, YamuxConfig, YamuxConnection
+from flarelab.muxers.driver import MuxerDriver
+from flarelab.security.noise import noise_handshake
 
 pytestmark = pytest.mark.interop
 
@@ -43,9 +43,11 @@ def _js_setup() -> None:
         pytest.fail(str(err), pytrace=False)
 
 
-def make_muxer(kind: str, stream: trio.abc.Stream, *, is_initiator: bool, peer: object) -> MuxerDriver:
-    protocol, cls = MUXERS[kind]
-    if cls is YamuxConnection:  # keepalive on: js pings too
+def make_muxer(
+    kind: str, stream: trio.abc.Stream, *, is_initiator: bool, peer: object
+) -> MuxerDriver:
+    """Make our muxer (Yamux with its default keepalive: js pings too)."""
+    if kind == "yamux":
         return YamuxConnection(stream, is_initiator=is_initiator, config=YamuxConfig(), peer=peer)  # type: ignore[arg-type]
     return MplexConnection(stream, is_initiator=is_initiator, peer=peer)  # type: ignore[arg-type]
 
@@ -63,7 +65,7 @@ async def refuse_inbound(conn: MuxerDriver, nursery: trio.Nursery, served: dict[
                     await negotiated.send_all(data)
                 await negotiated.send_eof()  # type: ignore[attr-defined]
                 served["echo"] = served.get("echo", 0) + total
-        except Exception:  # noqa: BLE001 - js gives up on na'd protocols; that is fine
+        except Exception:
             pass
         finally:
             await stream.aclose()
@@ -186,7 +188,7 @@ async def test_js_dials_us_and_echoes(kind: str) -> None:
             nursery.start_soon(refuse_inbound, conn, nursery, served)
             try:
                 await conn.run()
-            except Exception as exc:  # noqa: BLE001 - reported to the test below
+            except Exception as exc:
                 results["error"] = exc
             nursery.cancel_scope.cancel()
         results["served"] = served

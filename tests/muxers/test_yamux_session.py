@@ -233,7 +233,7 @@ def window_growth(rtt: float, read_interval: float, config: YamuxConfig) -> list
     """Read a stream as fast as ``read_interval`` per half window; return window sizes."""
     pair = CorePair.yamux(config)
     crec, srec = open_pair_stream(pair)
-    pair.server.rtt = rtt
+    pair.server._pings.rtt = rtt  # as if measured
     sizes = []
     for _ in range(12):
         while send(pair.client, crec, bytes(64 * KIB)):

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -39,17 +38,22 @@ from flarelab.tracing.records import SpanRecord
 from flarelab.wire import IncompleteError, StreamReader
 
 __all__ = [
+    "SPAN_WAIT",
     "RawYamux",
     "bad_signature_handshake",
     "drain_until_closed",
     "error_text",
+    "is_error_span",
     "local_multiaddr",
     "secure_channel",
     "tcp_connect",
     "wait_error_span",
+    "wait_span",
     "yamux_frame",
 ]
 
+#: How long a test waits for a span the node must have produced by then.
+SPAN_WAIT = 10.0
 YAMUX = "/yamux/1.0.0"
 MPLEX = "/mplex/6.7.0"
 
@@ -132,8 +136,13 @@ async def bad_signature_handshake(
 
 
 def yamux_frame(
-    frame_type: int, flags: int, stream_id: int, length: int | None = None, payload: bytes = b"",
-    *, version: int = 0,
+    frame_type: int,
+    flags: int,
+    stream_id: int,
+    length: int | None = None,
+    payload: bytes = b"",
+    *,
+    version: int = 0,
 ) -> bytes:
     """Return a Yamux frame with any field values (``length`` defaults to the payload's)."""
     size = len(payload) if length is None else length
@@ -160,6 +169,7 @@ class RawYamux:
         self.data: defaultdict[int, bytearray] = defaultdict(bytearray)
         self.fin: set[int] = set()
         self.rst: set[int] = set()
+        self.inbound: list[int] = []  # streams the node opened, in order
         self.goaway: int | None = None
         self.closed = False
         self.closed_by: BaseException | None = None
@@ -181,7 +191,7 @@ class RawYamux:
         task_status.started()
         try:
             while True:
-                version, ftype, flags, sid, length = HEADER.unpack(
+                _version, ftype, flags, sid, length = HEADER.unpack(
                     await reader.read_exactly(HEADER_SIZE)
                 )
                 payload = await reader.read_exactly(length) if ftype == FrameType.DATA else b""
@@ -191,14 +201,20 @@ class RawYamux:
                 elif ftype == FrameType.GO_AWAY:
                     self.goaway = length
                 elif ftype in (FrameType.DATA, FrameType.WINDOW_UPDATE):
+                    if flags & Flag.SYN and sid % 2 == 0:
+                        self.inbound.append(sid)
                     self.data[sid] += payload
                     if flags & Flag.FIN:
                         self.fin.add(sid)
                     if flags & Flag.RST:
                         self.rst.add(sid)
                 self._pulse()
-        except (IncompleteError, RemoteProtocolError, trio.BrokenResourceError,
-                trio.ClosedResourceError) as exc:
+        except (
+            IncompleteError,
+            RemoteProtocolError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+        ) as exc:
             self.closed_by = exc
         finally:
             self.closed = True
@@ -240,6 +256,25 @@ class RawYamux:
         del self.data[sid][: len(expected)]
         return sid
 
+    async def accept_stream(self, protocol: str) -> int:
+        """Wait for the node to open a stream and propose ``protocol``; return its id.
+
+        The proposal is consumed but not answered: the caller answers as it likes.
+        """
+        proposal = encode_message(MULTISTREAM_PROTOCOL) + encode_message(protocol)
+
+        def proposed() -> int | None:
+            for sid in self.inbound:
+                if bytes(self.data[sid][: len(proposal)]) == proposal:
+                    return sid
+            return None
+
+        await self.wait_until(lambda: proposed() is not None, f"the node proposed {protocol}")
+        sid = proposed()
+        assert sid is not None
+        del self.data[sid][: len(proposal)]
+        return sid
+
     async def exchange(self, sid: int, payload: bytes) -> bytes:
         """Send ``payload`` on stream ``sid`` and return as many bytes as it comes back."""
         await self.send(yamux_frame(FrameType.DATA, 0, sid, payload=payload))
@@ -275,6 +310,44 @@ def _summary(bus: SpanBus) -> str:
     return "\n".join(lines) or "  (none)"
 
 
+def is_error_span(
+    record: SpanRecord,
+    name: str,
+    *,
+    protocol: str,
+    peer: PeerId | None = None,
+    addr: str | None = None,
+    contains: str = "",
+) -> bool:
+    """Tell whether ``record`` is the end of a span ``name`` marked error as described.
+
+    The protocol (and ``contains``) must appear in the status or an exception event;
+    ``peer`` must be the span's ``libp2p.remote_peer_id``; ``addr`` (for failures before the
+    peer is known) its ``libp2p.multiaddr``.
+    """
+    if not (record.ended and record.name == name and record.status == "error"):
+        return False
+    text = error_text(record)
+    if protocol not in text or contains not in text:
+        return False
+    if peer is not None and record.attributes.get("libp2p.remote_peer_id") != str(peer):
+        return False
+    return addr is None or record.attributes.get("libp2p.multiaddr") == addr
+
+
+async def wait_span(bus: SpanBus, predicate: Callable[[SpanRecord], bool], what: str) -> SpanRecord:
+    """Wait (at most :data:`SPAN_WAIT` s) for a span record that satisfies ``predicate``.
+
+    On time-out the assertion lists every span marked error so far, which is what one
+    wants to read when a node traced a failure differently than expected.
+    """
+    with bus.subscribe(max_buffer=100_000, replay=True) as sub, trio.move_on_after(SPAN_WAIT):
+        async for rec in sub:
+            if predicate(rec):
+                return rec
+    raise AssertionError(f"no span {what} within {SPAN_WAIT} s; failed spans:\n{_summary(bus)}")
+
+
 async def wait_error_span(
     bus: SpanBus,
     name: str,
@@ -283,31 +356,12 @@ async def wait_error_span(
     peer: PeerId | None = None,
     addr: str | None = None,
     contains: str = "",
-    timeout: float = 10.0,
 ) -> SpanRecord:
-    """Wait for an ended span ``name`` marked error that names ``protocol`` and the peer.
-
-    The protocol (and ``contains``) must appear in the status or an exception event;
-    ``peer`` must be the span's ``libp2p.remote_peer_id``; ``addr`` (for failures before the
-    peer is known) its ``libp2p.multiaddr``.
-    """
-
-    def matches(rec: SpanRecord) -> bool:
-        if not (rec.ended and rec.name == name and rec.status == "error"):
-            return False
-        text = error_text(rec)
-        if protocol not in text or contains not in text:
-            return False
-        if peer is not None and rec.attributes.get("libp2p.remote_peer_id") != str(peer):
-            return False
-        return addr is None or rec.attributes.get("libp2p.multiaddr") == addr
-
-    with bus.subscribe(max_buffer=100_000, replay=True) as sub, trio.move_on_after(timeout):
-        async for rec in sub:
-            if matches(rec):
-                return rec
-    want = f"{name} naming {protocol!r}, {contains!r}, peer {peer}, addr {addr}"
-    raise AssertionError(f"no error span {want} within {timeout} s; failed spans:\n{_summary(bus)}")
-
-
-INFINITE = math.inf
+    """Wait for the span the node marked error (see :func:`is_error_span`)."""
+    return await wait_span(
+        bus,
+        lambda rec: is_error_span(
+            rec, name, protocol=protocol, peer=peer, addr=addr, contains=contains
+        ),
+        f"{name} marked error naming {protocol!r}, {contains!r}, peer {peer}, addr {addr}",
+    )

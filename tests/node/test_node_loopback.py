@@ -233,8 +233,17 @@ async def test_spans_tell_the_story() -> None:
             await a.ping(b.peer_id)
     ended = [r for r in bus.history() if r.end_ns is not None]
     names = {r.name for r in ended}
-    assert {"node.dial", "tcp.dial", "node.upgrade", "mss.negotiate", "noise.handshake",
-            "identify.exchange", "ping", "stream.handle", "connection"} <= names
+    assert {
+        "node.dial",
+        "tcp.dial",
+        "node.upgrade",
+        "mss.negotiate",
+        "noise.handshake",
+        "identify.exchange",
+        "ping",
+        "stream.handle",
+        "connection",
+    } <= names
     ping = next(r for r in ended if r.name == "ping" and r.attributes.get("libp2p.rtt_ms"))
     assert ping.attributes["libp2p.remote_peer_id"] == str(b.peer_id)
     assert [e.name for e in ping.events] == ["message.sent", "message.received"]

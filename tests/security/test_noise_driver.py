@@ -143,7 +143,8 @@ async def test_span_of_each_side(exporter: InMemorySpanExporter, tracer: Tracer)
     ("initiator_muxers", "responder_muxers", "expected"),
     [
         (["/yamux/1.0.0", "/mplex/6.7.0"], ["/yamux/1.0.0", "/mplex/6.7.0"], "/yamux/1.0.0"),
-        (["/yamux/1.0.0", "/mplex/6.7.0"], ["/mplex/6.7.0", "/yamux/1.0.0"], "/mplex/6.7.0"),
+        (["/yamux/1.0.0", "/mplex/6.7.0"], ["/mplex/6.7.0", "/yamux/1.0.0"], "/yamux/1.0.0"),
+        (["/mplex/6.7.0"], ["/yamux/1.0.0", "/mplex/6.7.0"], "/mplex/6.7.0"),
         (["/yamux/1.0.0"], [], None),
         ([], ["/yamux/1.0.0"], None),
         (["/yamux/1.0.0"], ["/mplex/6.7.0"], None),
@@ -158,7 +159,7 @@ async def test_early_muxer_negotiation(
         responder={"muxers": responder_muxers},
     )
     assert initiator.early_muxer == responder.early_muxer == expected
-    assert initiator.remote_muxers == tuple(responder_muxers[:1])
+    assert initiator.remote_muxers == tuple(responder_muxers)
     assert responder.remote_muxers == ((expected,) if expected else ())
 
 

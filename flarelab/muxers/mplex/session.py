@@ -23,21 +23,18 @@ Choices:
 
 from __future__ import annotations
 
-from typing import NoReturn
-
-from ...errors import ConnectionClosedError, LimitExceededError, RemoteProtocolError
+from ...errors import ConnectionClosedError, RemoteProtocolError
 from ...wire import encode_uvarint
 from ..base import TooManyStreamsError
+from ..core import SessionCore
 from ..events import (
     InboundStreamOpened,
     InboundStreamRejected,
-    MuxerEvent,
     StreamClosed,
     StreamDataReceived,
     StreamEofReceived,
     StreamReset,
 )
-from ..output import OutputQueue
 from ..state import (
     RECV_ON_APP_CLOSE,
     RECV_TRANSITIONS,
@@ -78,23 +75,19 @@ class MplexStreamRecord(StreamRecord):
         return encode_uvarint(self._prefix + flag) + encode_uvarint(length)
 
 
-class MplexSession:
+class MplexSession(SessionCore):
     """One Mplex session, as a pure state machine."""
 
     protocol_id = MPLEX_PROTOCOL_ID
     control_frame_size = 2
     can_open_stream = True  # no ACK backlog in Mplex
-    local_goaway: int | None = None  # Mplex has no GoAway
 
     def __init__(self, *, config: MplexConfig | None = None) -> None:
+        super().__init__()
         self.config = config or MplexConfig()
-        self.streams: dict[tuple[int, bool], MplexStreamRecord] = {}
-        self.error: RemoteProtocolError | None = None
-        self.closed = False
+        self.streams: dict[tuple[int, bool], MplexStreamRecord] = {}  # type: ignore[assignment]
         self._going_away = False
         self._next_id = 0
-        self._events: list[MuxerEvent] = []
-        self._out = OutputQueue()
         self._partial = bytearray()  # a header split between two reads
         self._remaining = 0  # payload bytes of the current frame still to come
         self._frame_target: MplexStreamRecord | None = None  # message bytes go here
@@ -103,42 +96,6 @@ class MplexSession:
         self._inbound = 0
         self._outbound = 0
         self._pending_accept = 0
-
-    # ------------------------------------------------------------------ outputs
-
-    def take_events(self) -> list[MuxerEvent]:
-        """Return (and forget) the events produced since the last call."""
-        events = self._events
-        if events:
-            self._events = []
-        return events
-
-    @property
-    def has_events(self) -> bool:
-        """Tell whether events are waiting."""
-        return bool(self._events)
-
-    @property
-    def pending_output(self) -> int:
-        """Return how many bytes of frames wait to be written."""
-        return self._out.size
-
-    def data_to_send(self, max_bytes: int | None = None) -> bytes | bytearray:
-        """Return (and forget) the frames to write, in wire order (about ``max_bytes``)."""
-        return self._out.take(max_bytes)
-
-    def output_taken(self, ticket: int) -> bool:
-        """Tell whether the frames queued with ``ticket`` were taken by :meth:`data_to_send`."""
-        return self._out.is_taken(ticket)
-
-    def own_output(self) -> None:
-        """Copy the payloads still borrowed from :meth:`send_data` callers."""
-        self._out.own()
-
-    @property
-    def num_streams(self) -> int:
-        """Return how many streams are in the table (not yet finished)."""
-        return len(self.streams)
 
     def send_window(self, rec: StreamRecord) -> int:
         """Return how much ``rec`` may send: unlimited, Mplex has no flow control."""
@@ -410,23 +367,3 @@ class MplexSession:
         else:
             self._inbound -= 1
         self._events.append(StreamClosed(rec))
-
-    def _queue_for_peer(self, frame: bytes) -> None:
-        if self._out.control + len(frame) > self.config.max_pending_control:
-            self._fail(
-                f"the peer made us queue over {self.config.max_pending_control} bytes of "
-                "control frames without reading them",
-                LimitExceededError,
-            )
-        self._out.add_control(frame)
-
-    def _terminate(self, err: RemoteProtocolError) -> None:
-        if err.protocol is None:
-            err.protocol = MPLEX_PROTOCOL_ID
-        self.error = err
-        self.closed = True
-
-    def _fail(self, message: str, cls: type[RemoteProtocolError] = RemoteProtocolError) -> NoReturn:
-        err = cls(message, protocol=MPLEX_PROTOCOL_ID)
-        self._terminate(err)
-        raise err

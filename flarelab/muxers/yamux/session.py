@@ -39,9 +39,6 @@ What it does, following the spec and go-yamux where the spec is silent:
 
 from __future__ import annotations
 
-import math
-from typing import NoReturn
-
 from ...errors import (
     ConnectionClosedError,
     LimitExceededError,
@@ -49,12 +46,12 @@ from ...errors import (
     RemoteProtocolError,
 )
 from ..base import TooManyStreamsError
+from ..core import SessionCore
 from ..events import (
     GoAwayReceived,
     InboundStreamOpened,
     InboundStreamRejected,
     KeepaliveTimedOut,
-    MuxerEvent,
     RttMeasured,
     StreamAcknowledged,
     StreamClosed,
@@ -63,7 +60,6 @@ from ..events import (
     StreamReset,
     StreamWindowUpdated,
 )
-from ..output import OutputQueue
 from ..state import (
     RECV_ON_APP_CLOSE,
     RECV_TRANSITIONS,
@@ -88,6 +84,7 @@ from .frames import (
     GoAwayCode,
     parse_header,
 )
+from .keepalive import PingClock
 from .stream_ids import StreamIdSet
 
 __all__ = ["YamuxSession", "YamuxStreamRecord"]
@@ -119,7 +116,7 @@ class YamuxStreamRecord(StreamRecord):
         self.acked = False  # outbound: the peer's ACK arrived; inbound: we sent ours
 
 
-class YamuxSession:
+class YamuxSession(SessionCore):
     """One Yamux session, as a pure state machine."""
 
     protocol_id = YAMUX_PROTOCOL_ID
@@ -127,19 +124,14 @@ class YamuxSession:
     control_frame_size = HEADER_SIZE
 
     def __init__(self, *, is_client: bool, config: YamuxConfig | None = None) -> None:
+        super().__init__()
         self.config = config or YamuxConfig()
         self.is_client = is_client
-        self.streams: dict[int, YamuxStreamRecord] = {}
-        self.local_goaway: int | None = None  # the code we sent
+        self.streams: dict[int, YamuxStreamRecord] = {}  # type: ignore[assignment]
         self.remote_goaway: int | None = None  # the code the peer sent
-        self.error: RemoteProtocolError | None = None  # the violation that ended the session
-        self.closed = False
-        self.rtt: float | None = None  # smoothed, seconds
         self._next_id = 1 if is_client else 2
         self._peer_parity = 0 if is_client else 1
         self._peer_ids = StreamIdSet(2 if is_client else 1)
-        self._events: list[MuxerEvent] = []
-        self._out = OutputQueue()
         self._partial = bytearray()  # a header split between two reads
         self._remaining = 0  # payload bytes of the current Data frame still to come
         self._frame_target: YamuxStreamRecord | None = None  # where they go (None: dropped)
@@ -150,98 +142,42 @@ class YamuxSession:
         self._unacked_out = 0
         self._window_total = 0
         self._started = False
-        self._last_recv = 0.0
-        self._ping_id = 0
-        self._ping_sent_at: float | None = None
-        self._next_rtt_ping = math.inf
+        self._pings = PingClock(self.config)
 
     # ------------------------------------------------------------------ outputs
-
-    def take_events(self) -> list[MuxerEvent]:
-        """Return (and forget) the events produced since the last call."""
-        events = self._events
-        if events:
-            self._events = []
-        return events
-
-    @property
-    def has_events(self) -> bool:
-        """Tell whether events are waiting."""
-        return bool(self._events)
-
-    @property
-    def pending_output(self) -> int:
-        """Return how many bytes of frames wait to be written."""
-        return self._out.size
-
-    def data_to_send(self, max_bytes: int | None = None) -> bytes | bytearray:
-        """Return (and forget) the frames to write, in wire order (about ``max_bytes``)."""
-        return self._out.take(max_bytes)
-
-    def output_taken(self, ticket: int) -> bool:
-        """Tell whether the frames queued with ``ticket`` were taken by :meth:`data_to_send`."""
-        return self._out.is_taken(ticket)
-
-    def own_output(self) -> None:
-        """Copy the payloads still borrowed from :meth:`send_data` callers."""
-        self._out.own()
-
-    @property
-    def num_streams(self) -> int:
-        """Return how many streams are in the table (not yet finished)."""
-        return len(self.streams)
 
     @property
     def can_open_stream(self) -> bool:
         """Tell whether the ACK backlog leaves room to open a stream now."""
         return self._unacked_out < self.config.max_unacked_outbound
 
-    def send_window(self, rec: StreamRecord) -> int:
-        """Return how many payload bytes ``rec`` may send now."""
-        return rec.send_window
-
     # ------------------------------------------------------------------ time
+
+    @property
+    def rtt(self) -> float | None:
+        """Return the smoothed round-trip time from pings, in seconds (None before one)."""
+        return self._pings.rtt
 
     def start(self, now: float) -> None:
         """Start the clocks: keepalive silence counts from ``now``; the first RTT ping is due."""
         self._started = True
-        self._last_recv = now
-        if self.config.rtt_interval is not None:
-            self._next_rtt_ping = now
+        self._pings.start(now)
 
     def next_timer(self) -> float | None:
         """Return when :meth:`handle_timer` should next run (None: no timer)."""
         if self.closed or not self._started:
             return None
-        cfg = self.config
-        if self._ping_sent_at is not None:
-            return max(self._ping_sent_at, self._last_recv) + cfg.ping_timeout
-        deadline = self._next_rtt_ping
-        if cfg.keepalive_interval is not None:
-            deadline = min(deadline, self._last_recv + cfg.keepalive_interval)
-        return None if deadline == math.inf else deadline
+        return self._pings.next_deadline()
 
     def handle_timer(self, now: float) -> None:
-        """Send a due ping, or give up on one that went unanswered."""
+        """Send a due ping, or report a keepalive timeout."""
         if self.closed or not self._started:
             return
-        cfg = self.config
-        if self._ping_sent_at is not None:
-            if now < max(self._ping_sent_at, self._last_recv) + cfg.ping_timeout:
-                return
-            self._ping_sent_at = None
-            if cfg.keepalive_interval is not None:
-                self._events.append(KeepaliveTimedOut(now - self._last_recv))
-            elif cfg.rtt_interval is not None:
-                self._next_rtt_ping = now + cfg.rtt_interval
-            return
-        due = now >= self._next_rtt_ping or (
-            cfg.keepalive_interval is not None and now >= self._last_recv + cfg.keepalive_interval
-        )
-        if due:
-            self._ping_id = (self._ping_id + 1) & MAX_U32
-            self._ping_sent_at = now
-            self._out.add_control(_pack(0, _PING, _SYN, 0, self._ping_id))
+        due = self._pings.due(now)
+        if isinstance(due, float):
+            self._events.append(KeepaliveTimedOut(due))
+        elif due is not None:
+            self._out.add_control(_pack(0, _PING, _SYN, 0, due))
 
     # ------------------------------------------------------------------ input from the peer
 
@@ -249,7 +185,7 @@ class YamuxSession:
         """Consume bytes from the peer; raise RemoteProtocolError on a violation."""
         if self.closed:
             return
-        self._last_recv = now
+        self._pings.received(now)
         end = len(data)
         pos = 0
         if self._partial:
@@ -446,13 +382,10 @@ class YamuxSession:
     def _on_ping(self, flags: int, opaque: int, now: float) -> None:
         if flags & _SYN:
             self._queue_for_peer(_pack(0, _PING, _ACK, 0, opaque))
-        elif flags & _ACK and self._ping_sent_at is not None and opaque == self._ping_id:
-            sample = max(0.0, now - self._ping_sent_at)
-            self.rtt = sample if self.rtt is None else (self.rtt + sample) / 2
-            self._ping_sent_at = None
-            if self.config.rtt_interval is not None:
-                self._next_rtt_ping = now + self.config.rtt_interval
-            self._events.append(RttMeasured(sample, self.rtt))
+        elif flags & _ACK:
+            sample = self._pings.answered(opaque, now)
+            if sample is not None:
+                self._events.append(RttMeasured(sample, self._pings.rtt or sample))
 
     # ------------------------------------------------------------------ commands
 
@@ -525,7 +458,7 @@ class YamuxSession:
 
     def _grant(self, rec: YamuxStreamRecord, delta: int, now: float) -> None:
         cfg = self.config
-        rtt = self.rtt
+        rtt = self._pings.rtt
         window_max = rec.window_max
         if (
             rtt is not None
@@ -652,26 +585,8 @@ class YamuxSession:
         self._window_total -= rec.window_max
         self._events.append(StreamClosed(rec))
 
-    def _queue_for_peer(self, frame: bytes) -> None:
-        """Queue a frame the peer's input made necessary, within the control budget."""
-        if self._out.control + len(frame) > self.config.max_pending_control:
-            self._fail(
-                f"the peer made us queue over {self.config.max_pending_control} bytes of "
-                "control frames without reading them",
-                LimitExceededError,
-            )
-        self._out.add_control(frame)
-
     def _terminate(self, err: RemoteProtocolError) -> None:
-        if err.protocol is None:
-            err.protocol = YAMUX_PROTOCOL_ID
-        self.error = err
-        self.closed = True
+        super()._terminate(err)
         if self.local_goaway is None:
             self.local_goaway = GoAwayCode.PROTOCOL_ERROR
             self._out.add_control(_pack(0, _GO_AWAY, 0, 0, GoAwayCode.PROTOCOL_ERROR))
-
-    def _fail(self, message: str, cls: type[RemoteProtocolError] = RemoteProtocolError) -> NoReturn:
-        err = cls(message, protocol=YAMUX_PROTOCOL_ID)
-        self._terminate(err)
-        raise err

@@ -14,15 +14,17 @@ libp2p's rules (specs: noise/README.md, connections/inlined-muxer-negotiation.md
   checks the responder's before it reveals its own identity in message 3.
 * ``expected_peer`` (either side) must match the authenticated key:
   :class:`~flarelab.errors.PeerIdMismatchError` otherwise.
-* Early muxer negotiation: the result is the first muxer of the initiator's list that the
-  responder also lists (:func:`~flarelab.security.noise.payload.select_muxer`). Not every
-  implementation computes it that way -- js-libp2p takes the first of the *remote's*
-  list it supports (so a js initiator follows the responder's preference), go-libp2p did
-  the same before it followed the spec -- and two full lists in different orders can
-  leave the two ends running different muxers. So we only ever offer lists on which all
-  those rules agree: as responder we offer our first preference alone; as initiator we
-  send only the muxer we picked from the responder's list (the spec allows this), or
-  nothing if we share none. Our ``muxers`` is our full list in order of preference.
+* Early muxer negotiation (connections/inlined-muxer-negotiation.md): implementations
+  disagree on whose preference wins when both send full lists -- the spec and current
+  go-libp2p take the initiator's, js-libp2p takes the first entry of the *remote* list it
+  supports (so a js initiator follows the responder's preference) -- and two full lists in
+  different orders can leave the two ends on different muxers. So: as responder we offer
+  our full list and pick the first of *our* list that the initiator listed (what a js
+  initiator computes; with go, whose default lists only yamux, the rules agree); as
+  initiator we send only the muxer we picked from the responder's list (the spec allows
+  this), so every responder rule lands on it, or nothing if we share none (then the muxer is
+  negotiated with multistream-select after the handshake). A js peer that shares none of
+  our muxers is not refused here: it fails on its side, as js does.
 
 Use it in turns: while not :attr:`complete`, :meth:`write_message` if :attr:`is_my_turn`,
 else :meth:`read_message` with the next message (without its 2-byte length prefix).
@@ -195,9 +197,9 @@ class NoiseHandshake:
         self._finish_if_complete()
 
     def _muxers_to_offer(self) -> tuple[str, ...]:
-        """Return the muxer list for our payload: one on which every known rule agrees."""
+        """Return the muxer list for our payload (see the module docstring)."""
         if not self.is_initiator:
-            return self._muxers[:1]
+            return self._muxers
         chosen = select_muxer(self._muxers, self.remote_muxers)
         return (chosen,) if chosen is not None else ()
 
@@ -226,10 +228,9 @@ class NoiseHandshake:
         assert self.remote_peer is not None
         assert self.remote_public_key is not None
         assert self._xx.remote_static is not None
-        if self.is_initiator:
-            early = select_muxer(self._muxers_sent, self.remote_muxers)
-        else:
-            early = select_muxer(self.remote_muxers, self._muxers_sent)
+        # initiator: our single pick, if the responder listed it; responder: the first of
+        # our list that the initiator listed (js-libp2p's rule, see the module docstring)
+        early = select_muxer(self._muxers_sent, self.remote_muxers)
         send, receive = self._xx.split()
         self._result = HandshakeResult(
             local_peer=self.local_peer,
