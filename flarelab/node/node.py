@@ -321,15 +321,20 @@ class Node:
         }
         with self.tracer.start_as_current_span(spans.NODE_UPGRADE, attributes=attrs) as span:
             started = trio.current_time()
+            progress: list[str] = []
             try:
                 with trio.fail_after(self.config.handshake_timeout):
                     result = await self.upgrader.upgrade(
-                        raw.stream, is_initiator=is_initiator, expected_peer=expected_peer
+                        raw.stream,
+                        is_initiator=is_initiator,
+                        expected_peer=expected_peer,
+                        progress=progress,
                     )
             except trio.TooSlowError:
                 err = RemoteProtocolError(
                     f"handshake did not finish within {self.config.handshake_timeout} s",
-                    peer=expected_peer,
+                    peer=expected_peer or str(raw.remote_addr),
+                    protocol=progress[-1] if progress else None,
                 )
                 spans.mark_error(span, err)
                 raise err from None

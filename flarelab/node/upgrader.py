@@ -18,7 +18,7 @@ import trio
 from opentelemetry.trace import Tracer
 
 from ..errors import LocalProtocolError, attach_context
-from ..mss import negotiate_initiator, negotiate_responder
+from ..mss import MULTISTREAM_PROTOCOL, negotiate_initiator, negotiate_responder
 from ..muxers.mplex import MplexConfig, MplexConnection
 from ..muxers.yamux import YamuxConfig, YamuxConnection
 from ..security.noise import NOISE_PROTOCOL_ID, noise_handshake
@@ -82,10 +82,17 @@ class Upgrader:
         *,
         is_initiator: bool,
         expected_peer: PeerId | None = None,
+        progress: list[str] | None = None,
     ) -> UpgradeResult:
-        """Secure and multiplex ``stream``; raise on any failure (the caller closes it)."""
+        """Secure and multiplex ``stream``; raise on any failure (the caller closes it).
+
+        ``progress`` (if given) gets the protocol of each step as it starts, so a caller
+        that times the upgrade out can say which step stalled.
+        """
+        steps = progress if progress is not None else []
         peer_hint = expected_peer
         try:
+            steps.append(MULTISTREAM_PROTOCOL)
             if is_initiator:
                 _, sec_stream = await negotiate_initiator(
                     stream, [NOISE_PROTOCOL_ID], tracer=self.tracer, peer=peer_hint
@@ -94,6 +101,7 @@ class Upgrader:
                 _, sec_stream = await negotiate_responder(
                     stream, (NOISE_PROTOCOL_ID,), tracer=self.tracer, peer=peer_hint
                 )
+            steps.append(NOISE_PROTOCOL_ID)
             secure = await noise_handshake(
                 sec_stream,  # type: ignore[arg-type]
                 local_key=self.local_key,
@@ -104,6 +112,7 @@ class Upgrader:
             )
             peer_hint = secure.remote_peer
             early = secure.early_muxer
+            steps.append(f"{MULTISTREAM_PROTOCOL} (muxer)")
             if early is not None and early in self._factories:
                 muxer_id: str = early
                 mux_stream: trio.abc.Stream = secure

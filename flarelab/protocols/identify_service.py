@@ -156,8 +156,15 @@ class IdentifyService:
                 spans.LIBP2P_ROLE: "responder",
             },
         ) as span:
-            with trio.fail_after(self.timeout):
-                info = await read_identify(stream, peer=conn.remote_peer, span=span)
+            try:
+                with trio.fail_after(self.timeout):
+                    info = await read_identify(stream, peer=conn.remote_peer, span=span)
+            except trio.TooSlowError:
+                raise RemoteProtocolError(
+                    f"identify push did not finish within {self.timeout} s",
+                    peer=conn.remote_peer,
+                    protocol=IDENTIFY_PUSH_PROTOCOL,
+                ) from None
             for key, value in info_attributes(info).items():
                 span.set_attribute(key, value)
             self.apply(conn, info, push=True)

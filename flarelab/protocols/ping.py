@@ -70,7 +70,11 @@ async def ping_stream(
 
 
 async def handle_ping(stream: trio.abc.Stream, *, idle_timeout: float = PING_IDLE_TIMEOUT) -> int:
-    """Echo 32-byte pings until EOF or idleness; return how many were answered."""
+    """Echo 32-byte pings until EOF or idleness; return how many were answered.
+
+    Idleness between pings ends the stream quietly; a peer that stops in the middle of a
+    ping is a protocol error.
+    """
     reader = StreamReader(stream, chunk=PING_SIZE * 4)
     answered = 0
     while True:
@@ -83,6 +87,11 @@ async def handle_ping(stream: trio.abc.Stream, *, idle_timeout: float = PING_IDL
                 exc.protocol = PING_PROTOCOL
                 raise
         if scope.cancelled_caught:
+            if reader.buffered:
+                raise RemoteProtocolError(
+                    f"ping stalled after {reader.buffered} of {PING_SIZE} bytes",
+                    protocol=PING_PROTOCOL,
+                )
             return answered
         await stream.send_all(payload)
         answered += 1
