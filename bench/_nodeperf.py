@@ -19,13 +19,25 @@ import struct
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import trio
-from _common import CHUNK, Pattern, PatternChecker, TransferCheck, throughput_mbps
+from _common import (
+    BENCH_DIR,
+    CHUNK,
+    Child,
+    Pattern,
+    PatternChecker,
+    Result,
+    Stats,
+    TransferCheck,
+    spawn_python,
+    throughput_mbps,
+)
 
 from flarelab.node import Node, NodeConfig
 from flarelab.node.connection import NetStream
@@ -34,13 +46,20 @@ from flarelab.tracing.provider import TracingConfig
 __all__ = [
     "MUXERS",
     "PERF_CHECKED",
+    "SCRIPT",
     "Exchange",
+    "Plan",
+    "latency_result",
+    "loaded_extras",
     "node_config",
     "node_pair",
+    "otel_sdk_loaded",
     "perf_checked",
     "serve_perf_checked",
+    "start_child",
 ]
 
+SCRIPT = BENCH_DIR / "bench_node.py"  # also the child that serves (`--serve`)
 PERF_CHECKED = "/flarelab/bench/perf-checked/1.0.0"
 MUXERS = {"yamux": "/yamux/1.0.0", "mplex": "/mplex/6.7.0"}
 LISTEN = "/ip4/127.0.0.1/tcp/0"
@@ -52,6 +71,53 @@ MAX_TRANSFER = 1 << 40
 TIMEOUT_FLOOR = 30.0
 #: modules that a plain node must not pull in (the workbench's extras)
 WORKBENCH_EXTRAS = ("bokeh", "ipywidgets", "jupyter_bokeh", "IPython", "numpy", "pandas")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How much bench_node.py measures (the defaults, or `--quick`)."""
+
+    mib: int = 256  # each way per perf exchange of ours
+    raw_mib: int = 512  # per raw TCP / ChaCha copy run
+    repeat: int = 3  # throughput rounds (each: ours, raw TCP, py-libp2p)
+    pylibp2p_scale: float = 1.0  # 128 MiB each way per py-libp2p run
+    tracing_mib: int = 32  # each way per tracing-overhead exchange
+    tracing_rounds: int = 20  # exchanges per tracing configuration
+    connects: int = 200
+    fresh_connects: int = 30
+    pings: int = 2000
+    two_process: bool = True
+    pylibp2p: bool = True
+
+    @classmethod
+    def quick(cls, **changes: Any) -> Plan:
+        """Return the `--quick` plan: about 1/8 of the bytes, one round, fewer samples."""
+        settings: dict[str, Any] = {
+            "mib": 32,
+            "raw_mib": 128,
+            "repeat": 1,
+            "pylibp2p_scale": 0.125,
+            "tracing_mib": 32,
+            "tracing_rounds": 8,
+            "connects": 50,
+            "fresh_connects": 10,
+            "pings": 500,
+        }
+        return cls(**{**settings, **changes})
+
+
+def latency_result(name: str, samples_s: list[float], **extra: object) -> Result:
+    """Make a millisecond Result (median, p90, n) from samples in seconds."""
+    stats = Stats.of(samples_s).scaled(1000)
+    return Result(name, stats.median, "ms", {"p90": stats.p90, "n": len(samples_s), **extra})
+
+
+async def start_child(stack: AsyncExitStack, *args: str) -> tuple[Child, dict[str, Any]]:
+    """Start a `bench_node.py --serve` child node; return it with its ready message."""
+    child = await stack.enter_async_context(spawn_python(SCRIPT, "--serve", *args))
+    with trio.fail_after(60):
+        ready = await child.read_json()
+    return child, ready
 
 
 @lru_cache(maxsize=8)
@@ -192,11 +258,13 @@ def node_config(
     tracing: str = "off",
     trace_file: str | Path | None = None,
     label: str | None = None,
+    quic: bool | None = None,
 ) -> NodeConfig:
-    """Return a loopback node's config: one muxer, tracing "off" or "bus+file".
+    """Return a loopback TCP node's config: one muxer, tracing "off" or "bus+file".
 
     "bus+file" gives the node its own span bus (with a listener, as a widget would have)
-    and a JSON-lines trace file; it imports the OpenTelemetry SDK.
+    and a JSON-lines trace file; it imports the OpenTelemetry SDK. ``quic``: turn the QUIC
+    transport on or off where the node has one (None: the node's default).
     """
     if tracing == "off":
         tracing_config = TracingConfig(label=label, enabled=False)
@@ -210,12 +278,15 @@ def node_config(
         tracing_config = TracingConfig(label=label, bus=bus, trace_file=trace_file)
     else:
         raise ValueError(f"unknown tracing mode {tracing!r}")
-    return NodeConfig(
+    config = NodeConfig(
         listen_addrs=[LISTEN] if listen else [],
         label=label,
         muxers=(MUXERS[muxer],),
         tracing=tracing_config,
     )
+    if quic is not None and "enable_quic" in {f.name for f in fields(NodeConfig)}:
+        config = replace(config, enable_quic=quic)
+    return config
 
 
 @asynccontextmanager

@@ -79,6 +79,10 @@ def build_command(script: Path, quick: bool, json_path: Path) -> tuple[list[str]
     """Return the command line for script and whether it will write JSON."""
     help_text = script_options(script)
     command = [sys.executable, str(script)]
+    for heading in ("options:", "optional arguments:"):  # argparse's, Python >= / < 3.10
+        if heading in help_text:
+            help_text = help_text.split(heading, 1)[1]  # not the description
+            break
     has = set(re.findall(r"(--[a-z][a-z0-9-]*)", help_text))
     if quick:
         if "--quick" in has:
