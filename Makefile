@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy flarelab
 
-bench: setup
+bench: $(STAMP)
 	$(PYTHON) bench/run_all.py
 
 clean:

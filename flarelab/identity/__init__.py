@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .envelope import MAX_ENVELOPE_SIZE, Envelope
 from .errors import (
     InvalidEnvelopeError,
@@ -17,17 +19,11 @@ from .errors import (
     InvalidPeerRecordError,
 )
 from .keys import (
-    EcdsaPrivateKey,
-    EcdsaPublicKey,
     Ed25519PrivateKey,
     Ed25519PublicKey,
     KeyType,
     PrivateKey,
     PublicKey,
-    RsaPrivateKey,
-    RsaPublicKey,
-    Secp256k1PrivateKey,
-    Secp256k1PublicKey,
     generate_private_key,
     load_private_key,
     private_key_from_protobuf,
@@ -77,3 +73,14 @@ __all__ = [
     "public_key_from_protobuf",
     "save_private_key",
 ]
+
+if TYPE_CHECKING:
+    from .ecdsa import EcdsaPrivateKey, EcdsaPublicKey, Secp256k1PrivateKey, Secp256k1PublicKey
+    from .rsa import RsaPrivateKey, RsaPublicKey
+
+
+def __getattr__(name: str) -> Any:
+    # the ECDSA and RSA key classes load on first use (see flarelab.identity.keys)
+    from . import keys
+
+    return getattr(keys, name)

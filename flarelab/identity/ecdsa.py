@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from .der import load_der_private_key, spki_der
 from .errors import InvalidKeyError
-from .key_base import KeyType, PrivateKey, PublicKey, load_der_private_key, spki_der
+from .key_base import KeyType, PrivateKey, PublicKey
 
 __all__ = ["EcdsaPrivateKey", "EcdsaPublicKey", "Secp256k1PrivateKey", "Secp256k1PublicKey"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -62,8 +64,15 @@ class Ed25519PublicKey(PublicKey):
 
     @classmethod
     def from_raw(cls, raw: bytes) -> Ed25519PublicKey:
-        """Validate a 32-byte Ed25519 public key."""
+        """Validate a 32-byte Ed25519 public key (valid keys are cached: a connection
+        parses its peer's key several times, and the curve check is pure Python)."""
         raw = bytes(raw)
+        if cls is Ed25519PublicKey:
+            return _parse_public(raw)
+        return cls._parse(raw)
+
+    @classmethod
+    def _parse(cls, raw: bytes) -> Ed25519PublicKey:
         if len(raw) != 32:
             raise InvalidKeyError(f"Ed25519 public key must be 32 bytes, not {len(raw)}")
         if not _is_ed25519_point(raw):
@@ -79,6 +88,11 @@ class Ed25519PublicKey(PublicKey):
         except InvalidSignature:
             return False
         return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_public(raw: bytes) -> Ed25519PublicKey:
+    return Ed25519PublicKey._parse(raw)
 
 
 class Ed25519PrivateKey(PrivateKey):

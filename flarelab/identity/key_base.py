@@ -6,10 +6,6 @@ import abc
 from enum import IntEnum
 from typing import ClassVar
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
 from ..errors import RemoteProtocolError
 from ..wire import decode_uvarint, encode_uvarint
 from .errors import InvalidKeyError
@@ -22,8 +18,6 @@ __all__ = [
     "PublicKey",
     "decode_key_protobuf",
     "encode_key_protobuf",
-    "load_der_private_key",
-    "spki_der",
 ]
 
 #: Largest public key protobuf accepted (an RSA-8192 key encodes to about 1070 bytes).
@@ -188,21 +182,3 @@ class PrivateKey(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(public={self._public_key!r})"
-
-
-# ------------------------------------------------------------------ DER helpers
-
-
-def spki_der(key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey) -> bytes:
-    """Encode a public key as DER SubjectPublicKeyInfo."""
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def load_der_private_key(raw: bytes, what: str) -> object:
-    """Load a DER private key; raise :class:`InvalidKeyError` if it is not one."""
-    try:
-        return serialization.load_der_private_key(bytes(raw), password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise InvalidKeyError(f"{what} private key is not valid DER") from None

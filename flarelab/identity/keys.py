@@ -29,10 +29,11 @@ key files. The framing and base classes live in :mod:`.key_base`, the key types 
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
+from typing import TYPE_CHECKING, Any
 
-from .ecdsa import EcdsaPrivateKey, EcdsaPublicKey, Secp256k1PrivateKey, Secp256k1PublicKey
 from .ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from .key_base import (
     MAX_PRIVATE_KEY_SIZE,
@@ -42,7 +43,10 @@ from .key_base import (
     PublicKey,
     decode_key_protobuf,
 )
-from .rsa import MAX_RSA_BITS, MIN_RSA_BITS, RsaPrivateKey, RsaPublicKey
+
+if TYPE_CHECKING:
+    from .ecdsa import EcdsaPrivateKey, EcdsaPublicKey, Secp256k1PrivateKey, Secp256k1PublicKey
+    from .rsa import MAX_RSA_BITS, MIN_RSA_BITS, RsaPrivateKey, RsaPublicKey
 
 __all__ = [
     "MAX_PRIVATE_KEY_SIZE",
@@ -70,35 +74,62 @@ __all__ = [
 
 # ------------------------------------------------------------------ codecs and files
 
-_PUBLIC: dict[KeyType, type[PublicKey]] = {
-    KeyType.RSA: RsaPublicKey,
-    KeyType.ED25519: Ed25519PublicKey,
-    KeyType.SECP256K1: Secp256k1PublicKey,
-    KeyType.ECDSA: EcdsaPublicKey,
+# Ed25519 is what almost every peer uses; the ECDSA and RSA modules (and the DER and curve
+# machinery of `cryptography` behind them) load on first use, which keeps a running node's
+# memory down.
+_LAZY: dict[str, str] = {
+    "EcdsaPrivateKey": "ecdsa",
+    "EcdsaPublicKey": "ecdsa",
+    "Secp256k1PrivateKey": "ecdsa",
+    "Secp256k1PublicKey": "ecdsa",
+    "RsaPrivateKey": "rsa",
+    "RsaPublicKey": "rsa",
+    "MAX_RSA_BITS": "rsa",
+    "MIN_RSA_BITS": "rsa",
 }
-_PRIVATE: dict[KeyType, type[PrivateKey]] = {
-    KeyType.RSA: RsaPrivateKey,
-    KeyType.ED25519: Ed25519PrivateKey,
-    KeyType.SECP256K1: Secp256k1PrivateKey,
-    KeyType.ECDSA: EcdsaPrivateKey,
+_CLASS_NAMES: dict[KeyType, tuple[str, str]] = {
+    KeyType.RSA: ("RsaPublicKey", "RsaPrivateKey"),
+    KeyType.SECP256K1: ("Secp256k1PublicKey", "Secp256k1PrivateKey"),
+    KeyType.ECDSA: ("EcdsaPublicKey", "EcdsaPrivateKey"),
 }
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __package__), name)
+
+
+def _public_class(key_type: KeyType) -> type[PublicKey]:
+    if key_type is KeyType.ED25519:
+        return Ed25519PublicKey
+    cls: type[PublicKey] = __getattr__(_CLASS_NAMES[key_type][0])
+    return cls
+
+
+def _private_class(key_type: KeyType) -> type[PrivateKey]:
+    if key_type is KeyType.ED25519:
+        return Ed25519PrivateKey
+    cls: type[PrivateKey] = __getattr__(_CLASS_NAMES[key_type][1])
+    return cls
 
 
 def public_key_from_protobuf(data: bytes) -> PublicKey:
     """Parse a ``PublicKey`` protobuf; raise :class:`InvalidKeyError` for anything invalid."""
     key_type, raw = decode_key_protobuf(data, MAX_PUBLIC_KEY_SIZE, "public key")
-    return _PUBLIC[key_type].from_raw(raw)
+    return _public_class(key_type).from_raw(raw)
 
 
 def private_key_from_protobuf(data: bytes) -> PrivateKey:
     """Parse a ``PrivateKey`` protobuf; raise :class:`InvalidKeyError` for anything invalid."""
     key_type, raw = decode_key_protobuf(data, MAX_PRIVATE_KEY_SIZE, "private key")
-    return _PRIVATE[key_type].from_raw(raw)
+    return _private_class(key_type).from_raw(raw)
 
 
 def generate_private_key(key_type: KeyType = KeyType.ED25519) -> PrivateKey:
     """Make a new random key of ``key_type`` (Ed25519 unless asked otherwise)."""
-    return _PRIVATE[KeyType(key_type)].generate()
+    return _private_class(KeyType(key_type)).generate()
 
 
 def save_private_key(key: PrivateKey, path: str | os.PathLike[str]) -> None:

@@ -7,8 +7,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ..errors import LocalProtocolError
+from .der import load_der_private_key, spki_der
 from .errors import InvalidKeyError
-from .key_base import KeyType, PrivateKey, PublicKey, load_der_private_key, spki_der
+from .key_base import KeyType, PrivateKey, PublicKey
 
 __all__ = ["MAX_RSA_BITS", "MIN_RSA_BITS", "RsaPrivateKey", "RsaPublicKey"]
 

@@ -26,6 +26,7 @@ from flarelab.security.noise.payload import (
     validate_muxers,
     verify_payload,
 )
+from flarelab.wire import encode_uvarint
 
 noise_pb2 = pb2("noise")
 
@@ -204,8 +205,7 @@ def test_verify_raises_only_handshake_errors(identity_key: bytes) -> None:
 
 def _field(number: int, data: bytes) -> bytes:
     """Encode one length-delimited protobuf field (enough for these messages)."""
-    assert len(data) < 128
-    return bytes([(number << 3) | 2, len(data)]) + data
+    return bytes([(number << 3) | 2]) + encode_uvarint(len(data)) + data
 
 
 @given(

@@ -28,7 +28,6 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ...errors import HandshakeError, LocalProtocolError
 
@@ -82,7 +81,7 @@ def hkdf(chaining_key: bytes, input_key_material: bytes, num_outputs: int) -> tu
 
 def x25519_public_bytes(private: X25519PrivateKey) -> bytes:
     """Return the 32-byte RFC 7748 encoding of ``private``'s public key."""
-    return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return private.public_key().public_bytes_raw()
 
 
 def _dh(private: X25519PrivateKey, public: bytes) -> bytes:
