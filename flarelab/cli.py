@@ -1,7 +1,8 @@
 """The ``flarelab`` command: run a node, ping, perf and identify peers, read traces.
 
-    flarelab node --listen /ip4/0.0.0.0/tcp/4001
+    flarelab node --listen /ip4/0.0.0.0/tcp/4001 --listen /ip4/0.0.0.0/udp/4001/quic-v1
     flarelab ping /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
+    flarelab ping /ip4/127.0.0.1/udp/4001/quic-v1/p2p/12D3KooW...
     flarelab perf ADDR --upload 10MiB --download 10MiB
     flarelab identify ADDR
     flarelab trace show trace.jsonl
@@ -60,6 +61,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="give up after this many seconds"
     )
+    parser.add_argument(
+        "--no-quic", action="store_true", help="no QUIC transport (TCP only)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
 
 
@@ -76,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen",
         action="append",
         metavar="MULTIADDR",
-        help="address to listen on (repeatable; default /ip4/0.0.0.0/tcp/0)",
+        help="address to listen on (repeatable; default /ip4/0.0.0.0/tcp/0 and, unless"
+        " --no-quic, /ip4/0.0.0.0/udp/0/quic-v1)",
     )
     _common(node)
 
@@ -124,7 +129,12 @@ def _node_config(args: argparse.Namespace, listen: Sequence[str] = ()) -> NodeCo
     tracing = TracingConfig(label=args.label, trace_file=args.trace, bus=bus)
     args._bus = bus
     return NodeConfig(
-        key=key, listen_addrs=list(listen), label=args.label, muxers=muxers, tracing=tracing
+        key=key,
+        listen_addrs=list(listen),
+        label=args.label,
+        muxers=muxers,
+        tracing=tracing,
+        enable_quic=not args.no_quic,
     )
 
 
@@ -144,7 +154,9 @@ def _print_trace(args: argparse.Namespace) -> None:
 async def _cmd_node(args: argparse.Namespace) -> int:
     from .node import Node, PeerConnected, PeerDisconnected, PeerIdentified
 
-    listen = args.listen or ["/ip4/0.0.0.0/tcp/0"]
+    listen = args.listen or ["/ip4/0.0.0.0/tcp/0"] + (
+        [] if args.no_quic else ["/ip4/0.0.0.0/udp/0/quic-v1"]
+    )
     config = _node_config(args, listen)
     async with Node(config) as node:
         print(node.peer_id, flush=True)

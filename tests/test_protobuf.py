@@ -13,7 +13,7 @@ from reference_pb import pb2
 
 from flarelab.errors import LocalProtocolError
 from flarelab.pb import crypto, envelope, identify, noise, peer_record
-from flarelab.protobuf import MAX_DEPTH, DecodeError, Field, Message, field
+from flarelab.protobuf import MAX_DEPTH, DecodeError, Field, Message
 
 ref = pb2("kinds")
 

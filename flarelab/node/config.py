@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ..muxers.mplex import MplexConfig
     from ..muxers.yamux import YamuxConfig
     from ..tracing.provider import TracingConfig
+    from ..transports.quic import QuicConfig
 
 __all__ = ["AGENT_VERSION", "NodeConfig"]
 
@@ -70,4 +71,9 @@ class NodeConfig:
     observed_addr_group_by: str = "ip-group"
     #: dial out from the listen port (needed for hole punching)
     reuse_port: bool = True
+    #: run the QUIC transport (/udp/<port>/quic-v1) beside TCP
+    enable_quic: bool = True
+    #: when a peer offers QUIC and TCP addresses, dial QUIC first (False: TCP first)
+    prefer_quic: bool = True
+    quic: QuicConfig | None = None
     extra: dict[str, object] = field(default_factory=dict)

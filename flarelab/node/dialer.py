@@ -135,13 +135,19 @@ class Dialer:
                 del self._pending[peer]
 
     def dialable(self, addrs: Sequence[Multiaddr]) -> list[tuple[Multiaddr, Transport]]:
-        """The addresses some transport can dial, each with that transport, in order."""
+        """The addresses some transport can dial, each with that transport.
+
+        In the given order, except that QUIC addresses come before TCP ones
+        (``prefer_quic``) or after them.
+        """
         out = []
         for addr in addrs:
             for transport in self.transports:
                 if transport.can_dial(addr):
                     out.append((addr, transport))
                     break
+        later = "tcp" if self.config.prefer_quic else "quic"
+        out.sort(key=lambda item: item[1].name == later)  # stable: keeps the rest in order
         return out
 
     async def _dial(self, peer: PeerId | None, candidates: Sequence[Multiaddr]) -> Connection:

@@ -79,6 +79,14 @@ class Node:
                 tracer=self.tracer,
             )
         ]
+        if not transports and config.enable_quic:
+            from ..transports.quic import QuicTransport
+
+            self.transports.append(
+                QuicTransport(
+                    self.key, config=config.quic, reuse_port=config.reuse_port, tracer=self.tracer
+                )
+            )
         self.upgrader = Upgrader(
             local_key=self.key,
             muxers=config.muxers,
@@ -141,17 +149,25 @@ class Node:
                 await self.listen(addr)
         except BaseException as exc:
             await self._shutdown()
-            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            try:
+                await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            finally:
+                self.tracing.shutdown()
             raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> bool | None:
         await self._shutdown()
         assert self._exit_stack is not None
-        return await self._exit_stack.__aexit__(*exc_info)  # type: ignore[arg-type]
+        try:
+            return await self._exit_stack.__aexit__(*exc_info)  # type: ignore[arg-type]
+        finally:
+            # only now: the node's tasks have ended their spans (connections, streams)
+            self.tracing.shutdown()
 
     async def aclose(self) -> None:
-        """Close listeners and connections and stop every task (``__aexit__`` does this)."""
+        """Close listeners and connections and stop every task (``__aexit__`` does this;
+        spans are flushed when the ``async with`` block exits)."""
         await self._shutdown()
 
     async def _shutdown(self) -> None:
@@ -166,7 +182,6 @@ class Node:
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
         self.events.close()
-        self.tracing.shutdown()
 
     @property
     def nursery(self) -> trio.Nursery:

@@ -4,7 +4,10 @@
 * We answer identify requests with our key, advertised addresses, protocols, the address we
   see the peer at, and a signed peer record.
 * When our addresses or protocols change, we push a fresh message to every connected peer
-  (coalesced: changes that arrive during a push trigger one more push, not one each).
+  that speaks identify push (coalesced: changes that arrive during a push trigger one more
+  push, not one each). Each connection remembers which version of our state it last got;
+  a peer whose identify finishes after a change (so we did not yet know it speaks push)
+  gets the push then -- with any latency, that race is the common case.
 * What we learn goes into the peerstore and the event bus; observed addresses go to the
   node's observed-address manager, which trusts them once enough distinct peers agree.
 """
@@ -53,6 +56,10 @@ class IdentifyService:
         self._record: Envelope | None = None
         self._record_addrs: tuple[Multiaddr, ...] | None = None
         self._results: dict[int, tuple[trio.Event, list[IdentifyInfo | BaseException]]] = {}
+        #: version of our advertised state (addresses, protocols), bumped on every change
+        self._generation = 0
+        #: connection id -> the version of our state that connection last received
+        self._sent: dict[int, int] = {}
         node.set_handler(IDENTIFY_PROTOCOL, self._answer, allow_limited=True)
         node.set_handler(IDENTIFY_PUSH_PROTOCOL, self._receive_push, allow_limited=True)
 
@@ -67,7 +74,8 @@ class IdentifyService:
         return self._record
 
     def message_for(self, conn: Connection) -> bytes:
-        """The identify message we send over ``conn``."""
+        """The identify message we send over ``conn`` (noting which version it carries)."""
+        self._sent[conn.id] = self._generation
         return encode_identify(
             public_key=self.node.key.public_key,
             listen_addrs=self.node.advertised_addrs(),
@@ -129,6 +137,8 @@ class IdentifyService:
                     span.set_attribute(key, value)
                 self.apply(conn, info, push=False)
                 box.append(info)
+                if self._stale(conn):
+                    self._push_wanted.set()  # our state changed since this peer heard it
                 return info
         finally:
             done.set()
@@ -211,24 +221,25 @@ class IdentifyService:
 
     # ------------------------------------------------------------------ pushing
     def schedule_push(self) -> None:
-        """Ask for a push to every connected peer soon (coalesced)."""
+        """Our advertised state changed: push it to every connected peer soon (coalesced)."""
+        self._generation += 1
         self._push_wanted.set()
+
+    def _stale(self, conn: Connection) -> bool:
+        """Whether ``conn``'s peer speaks push and has heard an older version of our state."""
+        sent = self._sent.get(conn.id)
+        speaks_push = IDENTIFY_PUSH_PROTOCOL in self.node.peerstore.protocols(conn.remote_peer)
+        return speaks_push and sent is not None and sent < self._generation
 
     async def run(self) -> None:
         """The push loop; runs in the node's nursery for the node's lifetime."""
         while True:
             await self._push_wanted.wait()
             self._push_wanted = trio.Event()
-            store = self.node.peerstore
-            conns = [
-                self.node.best_connection(p)
-                for p in self.node.connected_peers()
-                if IDENTIFY_PUSH_PROTOCOL in store.protocols(p)
-            ]
+            conns = [c for c in self.node.connections() if self._stale(c)]
             async with trio.open_nursery() as nursery:
                 for conn in conns:
-                    if conn is not None:
-                        nursery.start_soon(self.push, conn)
+                    nursery.start_soon(self.push, conn)
 
     async def push(self, conn: Connection) -> None:
         """Send an identify push over ``conn`` (failures are traced, not raised)."""
@@ -253,8 +264,9 @@ class IdentifyService:
                 log.debug("identify push to %s failed: %s", conn.remote_peer, exc)
 
     def forget(self, conn: Connection) -> None:
-        """Drop the stored identify result of a closed connection."""
+        """Drop what we kept about a closed connection."""
         self._results.pop(conn.id, None)
+        self._sent.pop(conn.id, None)
 
 
 def _port(addr: Multiaddr) -> int | None:

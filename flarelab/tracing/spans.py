@@ -33,10 +33,15 @@ IDENTIFY_EXCHANGE: Final = "identify.exchange"
 IDENTIFY_PUSH: Final = "identify.push"
 PING: Final = "ping"
 PERF: Final = "perf"
+QUIC_DIAL: Final = "quic.dial"  # one QUIC connection attempt to one address
+QUIC_ACCEPT: Final = "quic.accept"  # one inbound QUIC connection, first Initial to verified
+QUIC_HANDSHAKE: Final = "quic.handshake"  # the TLS 1.3 handshake and libp2p certificate check
+QUIC_CONNECTION: Final = "quic.connection"  # a verified QUIC connection's life, with path stats
+QUIC_STREAM: Final = "quic.stream"  # the lifetime of one QUIC stream
+QUIC_LISTEN: Final = "quic.listen"
+QUIC_PUNCH: Final = "quic.punch"  # raw datagrams sent from a listen socket to punch a hole
 # planned (named in DESIGN.md; the protocols land in later issues)
 TLS_HANDSHAKE: Final = "tls.handshake"
-QUIC_DIAL: Final = "quic.dial"
-QUIC_ACCEPT: Final = "quic.accept"
 AUTONAT_PROBE: Final = "autonat.probe"
 AUTONAT_DIAL_BACK: Final = "autonat.dial_back"
 RELAY_RESERVE: Final = "relay.reserve"
@@ -50,6 +55,9 @@ KAD_REQUEST: Final = "kad.request"
 GOSSIPSUB_PUBLISH: Final = "gossipsub.publish"
 GOSSIPSUB_HEARTBEAT: Final = "gossipsub.heartbeat"
 BITSWAP_WANT: Final = "bitswap.want"
+# the simulated network's NAT routers (flarelab.simnet), on each router's own provider
+NAT_SESSION: Final = "nat.session"  # one NAT session (conntrack entry), creation to expiry
+NAT_DROP: Final = "nat.drop"  # one packet a router refused (instant span)
 
 # ---------------------------------------------------------------- attribute keys
 # OpenTelemetry semantic conventions where they fit
@@ -93,6 +101,25 @@ LIBP2P_PROTOCOLS: Final = "libp2p.protocols"  # protocols a peer announced (iden
 LIBP2P_SIGNED_RECORD: Final = "libp2p.signed_record"  # identify carried a signed peer record
 LIBP2P_MSS_LAZY: Final = "libp2p.mss_lazy"  # multistream-select 0-RTT (lazy) negotiation
 LIBP2P_REUSE_PORT: Final = "libp2p.reuse_port"  # a dial left from the listen port
+# QUIC connection facts (aioquic's view of the path)
+LIBP2P_QUIC_ODCID: Final = "libp2p.quic.odcid"  # the client's first destination id, in hex
+LIBP2P_QUIC_DATAGRAM_SIZE: Final = "libp2p.quic.datagram_size"
+LIBP2P_QUIC_MIN_RTT_MS: Final = "libp2p.quic.min_rtt_ms"
+LIBP2P_QUIC_CWND: Final = "libp2p.quic.cwnd"  # congestion window, bytes
+LIBP2P_QUIC_PACKETS_SENT: Final = "libp2p.quic.packets_sent"
+LIBP2P_QUIC_PACKETS_LOST: Final = "libp2p.quic.packets_lost"
+LIBP2P_QUIC_CLOSE_CODE: Final = "libp2p.quic.close_code"
+LIBP2P_QUIC_DATAGRAMS: Final = "libp2p.quic.datagrams"  # datagrams a punch sent
+# NAT routers of the simulated network (endpoints as "ip:port" text)
+LIBP2P_NAT_INTERNAL: Final = "libp2p.nat.internal"  # the LAN-side endpoint ("router": its own)
+LIBP2P_NAT_EXTERNAL: Final = "libp2p.nat.external"  # the endpoint the NAT gave it
+LIBP2P_NAT_REMOTE: Final = "libp2p.nat.remote"  # the endpoint on the far side
+LIBP2P_NAT_ORIGIN: Final = "libp2p.nat.origin"  # "outbound" | "inbound" | "router"
+LIBP2P_NAT_PORT_PRESERVED: Final = "libp2p.nat.port_preserved"
+LIBP2P_NAT_PACKET: Final = "libp2p.nat.packet"  # "SYN", "SYN-ACK", "udp 1200 B", ...
+LIBP2P_NAT_PACKETS_OUT: Final = "libp2p.nat.packets_out"
+LIBP2P_NAT_PACKETS_IN: Final = "libp2p.nat.packets_in"
+LIBP2P_NAT_SUPPRESSED: Final = "libp2p.nat.suppressed"  # drop spans skipped by the rate limit
 
 # ---------------------------------------------------------------- event names and keys
 MESSAGE_SENT: Final = "message.sent"
@@ -100,6 +127,12 @@ MESSAGE_RECEIVED: Final = "message.received"
 MESSAGE_TYPE: Final = "message.type"
 MESSAGE_SIZE: Final = "message.size"  # bytes on the wire, including any length prefix
 TCP_REUSE_PORT_FAILED: Final = "tcp.reuse_port_failed"  # fell back to an ephemeral port
+TLS_PEER_VERIFIED: Final = "tls.peer_verified"  # the peer's libp2p certificate checked out
+NAT_MAPPING_CREATED: Final = "nat.mapping_created"  # a session got its external endpoint
+NAT_TRANSLATED: Final = "nat.translated"  # a notable packet crossed the NAT
+NAT_HAIRPINNED: Final = "nat.hairpinned"  # a packet went out and back in to the same LAN
+NAT_ANSWERED: Final = "nat.answered"  # the router's own stack answered (RST, ICMP)
+NAT_FILTERED: Final = "nat.filtered"  # a packet died at the router, with the reason
 
 # ---------------------------------------------------------------- attribute values
 # libp2p.outcome: the hole-punch taxonomy (go-libp2p, punchr); other steps use success/failed

@@ -13,6 +13,7 @@ import { performance } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 import { noise } from '@chainsafe/libp2p-noise'
+import { quic } from '@chainsafe/libp2p-quic'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
 import { identify, identifyPush } from '@libp2p/identify'
@@ -24,6 +25,7 @@ import { createLibp2p } from 'libp2p'
 
 const ECHO_PROTOCOL = '/flarelab/echo/1.0.0'
 const PERF_PROTOCOL = '/perf/1.0.0'
+const QUIC_LISTEN = '/ip4/127.0.0.1/udp/0/quic-v1'
 const BLOCK_SIZE = 64 * 1024 // what @libp2p/perf writes per send
 const MAX_ECHO_BYTES = 256 * 1024 * 1024 // the echo client keeps what it sent
 const MUXERS = {
@@ -32,6 +34,7 @@ const MUXERS = {
 }
 const USAGE = `usage: node --import ./polyfill.mjs peer.mjs [options]
   --listen MULTIADDR       listen address, repeatable (default /ip4/127.0.0.1/tcp/0)
+  --quic                   also listen on /ip4/127.0.0.1/udp/0/quic-v1 (QUIC is always dialable)
   --muxer LIST             yamux | mplex | yamux,mplex | mplex,yamux (preference order; default yamux,mplex)
   --seed HEX32             64 hex digits: deterministic Ed25519 key
   --agent STRING           identify agentVersion
@@ -91,6 +94,7 @@ function parseOptions (argv) {
     allowPositionals: false,
     options: {
       listen: { type: 'string', multiple: true },
+      quic: { type: 'boolean', default: false },
       muxer: { type: 'string', default: 'yamux,mplex' },
       seed: { type: 'string' },
       agent: { type: 'string' },
@@ -116,7 +120,7 @@ function parseOptions (argv) {
   }
   const opts = {
     help: values.help,
-    listen: values.listen ?? ['/ip4/127.0.0.1/tcp/0'],
+    listen: [...(values.listen ?? ['/ip4/127.0.0.1/tcp/0']), ...(values.quic ? [QUIC_LISTEN] : [])],
     muxers,
     seed: values.seed,
     agent: values.agent,
@@ -304,7 +308,8 @@ async function createNode (opts) {
     privateKey,
     nodeInfo: opts.agent != null ? { userAgent: opts.agent } : undefined,
     addresses: { listen: opts.listen },
-    transports: [tcp()],
+    // QUIC secures and multiplexes by itself: /tls/1.0.0 and native streams, no muxer
+    transports: [tcp(), quic()],
     connectionEncrypters: [noise()],
     streamMuxers: opts.muxers.map(name => MUXERS[name]()),
     services: {
