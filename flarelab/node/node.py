@@ -327,6 +327,7 @@ class Node:
         limited: bool = False,
     ) -> Connection:
         direction = "outbound" if raw.is_initiator else "inbound"
+        limited = limited or raw.limited
         attrs: dict[str, spans.AttributeValue] = {
             spans.LIBP2P_DIRECTION: direction,
             spans.LIBP2P_ROLE: "initiator" if is_initiator else "responder",

@@ -35,6 +35,8 @@ class RawConnection:
     transport: str
     #: transport-specific facts for spans (e.g. whether the dial reused the listen port)
     details: dict[str, object] = field(default_factory=dict)
+    #: a limited link (a relayed circuit): only protocols that allow it run over it
+    limited: bool = False
 
 
 @dataclass(eq=False)
