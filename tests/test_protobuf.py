@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from reference_pb import pb2
 
 from flarelab.errors import LocalProtocolError
-from flarelab.pb import crypto, envelope, identify, noise, peer_record
+from flarelab.pb import crypto
 from flarelab.protobuf import MAX_DEPTH, DecodeError, Field, Message
 
 ref = pb2("kinds")
@@ -200,8 +201,20 @@ def _proto_messages(path: Path) -> dict[str, dict[str, tuple[int, str, str]]]:
     return messages
 
 
-@pytest.mark.parametrize("module", [crypto, envelope, identify, noise, peer_record])
-def test_declarations_match_the_proto_files(module: Any) -> None:
+PB_MODULES = sorted(
+    p.stem for p in Path(crypto.__file__).parent.glob("*.proto")
+)
+
+
+def test_every_proto_file_has_its_declarations() -> None:
+    assert {"crypto", "envelope", "identify", "noise", "peer_record"} <= set(PB_MODULES)
+    for name in PB_MODULES:
+        assert (Path(crypto.__file__).parent / f"{name}.py").exists(), name
+
+
+@pytest.mark.parametrize("name", PB_MODULES)
+def test_declarations_match_the_proto_files(name: str) -> None:
+    module = importlib.import_module(f"flarelab.pb.{name}")
     proto = Path(module.__file__).with_suffix(".proto")
     declared = {
         name: cls
