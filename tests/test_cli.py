@@ -37,7 +37,7 @@ def server() -> Iterator[list[str]]:
         yield lines
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        proc.communicate(timeout=20)  # also closes the pipes
 
 
 def test_parse_size() -> None:
