@@ -11,7 +11,13 @@ second of this process (steadier than wall time when other jobs share the machin
 Ratios: muxer / raw per transport, and the full stack (TCP + Noise + Yamux) against the
 500 MB/s goal for one stream in one process.
 
-Run: ``.venv/bin/python bench/bench_yamux.py [--mib 128] [--repeat 3] [--chunk 65536]``
+Latency (``--pings``, 0 to skip): a 32-byte echo round trip over the raw pair, a Yamux and
+an Mplex stream of each transport, the three interleaved ping by ping (so they share every
+busy moment); rows ``{transport}.{muxer}.ping`` give the median and p90 in ms, and a note
+says what each muxer adds to a round trip.
+
+Run: ``.venv/bin/python bench/bench_yamux.py [--mib 128] [--repeat 3] [--chunk 65536]
+[--pings 3000] [--transports memory,tcp,noise]``
 """
 
 from __future__ import annotations
@@ -29,7 +35,18 @@ if __package__ in (None, ""):
 
 import trio
 import trio.testing
-from _common import MB, MIB, Pattern, PatternChecker, Report, Result, add_json_arg, finish, median
+from _common import (
+    MB,
+    MIB,
+    Pattern,
+    PatternChecker,
+    Report,
+    Result,
+    Stats,
+    add_json_arg,
+    finish,
+    median,
+)
 
 from flarelab.identity import generate_private_key
 from flarelab.muxers import MplexConnection, YamuxConnection
@@ -177,6 +194,93 @@ async def run_one(
     return wall, cpu
 
 
+# ---------------------------------------------------------------- round trips
+
+PING_SIZE = 32
+PING_WARMUP = 200
+
+
+async def echo(stream: trio.abc.Stream) -> None:
+    """Send back whatever arrives, until EOF or the stream breaks."""
+    try:
+        while data := await stream.receive_some():
+            await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+async def ping_once(stream: trio.abc.Stream, message: bytes) -> float:
+    """Send ``message`` and wait for all of it to come back; return the seconds it took."""
+    start = time.perf_counter()
+    await stream.send_all(message)
+    got = 0
+    while got < len(message):
+        data = await stream.receive_some()
+        if not data:
+            raise RuntimeError("the echo ended early")
+        got += len(data)
+    return time.perf_counter() - start
+
+
+async def ping_rtts(transport: str, count: int) -> dict[str, list[float]]:
+    """Ping over the raw pair, a Yamux and an Mplex stream of ``transport``, interleaved."""
+    senders: dict[str, trio.abc.Stream] = {}
+    closers: list[trio.abc.AsyncResource] = []
+    async with trio.open_nursery() as nursery:
+        for muxer in ("raw", "yamux", "mplex"):
+            left, right = await TRANSPORTS[transport]()
+            closers += [left, right]
+            if muxer == "raw":
+                nursery.start_soon(echo, right)
+                senders[muxer] = left
+                continue
+            cls = YamuxConnection if muxer == "yamux" else MplexConnection
+            client: MuxerDriver = cls(left, is_initiator=True)
+            server: MuxerDriver = cls(right, is_initiator=False)
+            await nursery.start(client.run)
+            await nursery.start(server.run)
+            closers += [client, server]  # type: ignore[list-item]
+            out = await client.open_stream()
+            await out.send_all(b"x")
+            inbound = await server.accept_stream()
+            assert await inbound.receive_some(1) == b"x"
+            nursery.start_soon(echo, inbound)
+            senders[muxer] = out
+        names = list(senders)
+        rtts: dict[str, list[float]] = {name: [] for name in names}
+        message = bytes(PING_SIZE)
+        for i in range(PING_WARMUP + count):
+            shift = i % len(names)  # rotate who goes first
+            for name in names[shift:] + names[:shift]:
+                rtt = await ping_once(senders[name], message)
+                if i >= PING_WARMUP:
+                    rtts[name].append(rtt)
+        with trio.CancelScope(shield=True):
+            for resource in closers:
+                await resource.aclose()
+        nursery.cancel_scope.cancel()
+    return rtts
+
+
+def add_ping_results(report: Report, transport: str, rtts: dict[str, list[float]]) -> None:
+    """Record the round-trip rows of one transport and what each muxer adds."""
+    stats = {name: Stats.of(samples).scaled(1e3) for name, samples in rtts.items()}
+    for name, st in stats.items():
+        report.add(
+            Result(
+                f"{transport}.{name}.ping",
+                st.median,
+                "ms",
+                {"p90": round(st.p90, 4), "n": len(st.samples), "bytes": PING_SIZE},
+            )
+        )
+    added = ", ".join(
+        f"{name} +{(stats[name].median - stats['raw'].median) * 1e3:.0f} us"
+        for name in ("yamux", "mplex")
+    )
+    report.note(f"{transport}: round trip over raw {stats['raw'].median * 1e3:.0f} us; {added}")
+
+
 # ---------------------------------------------------------------- the benchmark
 
 
@@ -230,6 +334,9 @@ async def bench(args: argparse.Namespace) -> Report:
             "machine is shared)"
         )
     report.note(f"transfers checked: {args.check}")
+    if args.pings:
+        for transport in transports:
+            add_ping_results(report, transport, await ping_rtts(transport, args.pings))
     return report
 
 
@@ -247,6 +354,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--transports", default="memory,tcp,noise", help="comma list of memory,tcp,noise"
+    )
+    parser.add_argument(
+        "--pings", type=int, default=3000, help="32-byte round trips per stream (0: none)"
     )
     add_json_arg(parser)
     args = parser.parse_args()

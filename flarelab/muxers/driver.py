@@ -11,20 +11,28 @@ engine: three tasks in one nursery.
 * The writer is the one task that writes. What the core queues -- control frames and data
   frames, in wire order -- it takes (up to ``max_write`` bytes) and writes in a single
   ``send_all``, so a SYN always precedes its stream's data and a FIN follows it.
-  Applications only queue frames: ``send_all`` frames its data (each frame sized to fit a
-  Noise frame) without copying it and waits until the writer has taken the frames, whose
-  one copy is the join into the write. So a cancelled ``send_all`` never leaves half a
-  frame on the wire (frames it queued are copied out and still sent whole), and window
-  updates and pongs never wait behind an application. A write that makes no progress for
-  ``write_timeout`` ends the connection (go-yamux's write deadline).
+  Applications only queue frames: ``send_all`` frames its data (one frame per write up
+  to ``max_payload``) without copying it and waits until the writer has taken the
+  frames, whose one copy is the join into the write. So a cancelled ``send_all`` never
+  leaves half a frame on the wire (frames it queued are copied out and still sent
+  whole), and window updates and pongs never wait behind an application. A write that
+  makes no progress for ``write_timeout`` ends the connection (go-yamux's write deadline).
 * The timer (Yamux only) sends keepalive and RTT pings.
 
-Measured (bench/bench_yamux.py and variants, one stream, 64 KiB writes): writing from the
-sending task under a lock, shielded from cancellation per write, was as fast as this
-writer task (the shield costs about what the writer's extra task switch does); without
-the shield it was 10-20% faster, but a send_all cancelled while the transport is backed
-up (a timed upload to a slow peer) then tears a frame and kills the whole connection, so
-we pay for the writer. It also batches many streams' frames into fewer writes.
+Why a writer task, measured twice (2026-11, TCP + Noise, one process and two, paired
+and interleaved runs): letting ``send_all`` write directly while the wire is idle (the
+writer task only for backlog and control frames) removes 4 of the 10 task steps and 2 of
+the 6 epoll waits of a ping round trip, but the write must then be shielded from
+cancellation, and a trio ``CancelScope`` costs 8-10 us to enter and leave here -- what the
+hand-off to the writer costs. Ping RTT and MB per CPU second came out within +-3% of this
+design (and the deadline a shielded write needs costs more). Unshielded, direct writes
+were 16% faster per ping (10% in two processes) and 7-11% more MB per CPU second, but a
+cancellation arriving while the transport is backed up then tears a frame, and Noise
+breaks for good. That speed needs a byte stream below whose ``send_all`` keeps what a
+cancellation left unwritten and writes it first next time; Noise cannot today, as it
+writes through ``trio.SocketStream.send_all``, which does not say how much it wrote when
+cancelled (trio's socket ``send`` does). The writer task also batches many streams'
+frames into fewer writes.
 
 Tracing (:mod:`flarelab.muxers.muxer_spans`): a session span per connection and a stream span
 per stream, fed from the core's events; data frames are never span events.

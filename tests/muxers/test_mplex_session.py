@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from muxer_helpers import CorePair, mplex_frame
 
-from flarelab.errors import LimitExceededError, RemoteProtocolError
+from flarelab.errors import LimitExceededError, LocalProtocolError, RemoteProtocolError
 from flarelab.muxers.base import TooManyStreamsError
 from flarelab.muxers.events import (
     InboundStreamOpened,
@@ -74,6 +74,21 @@ def test_messages_use_the_flag_of_the_senders_role() -> None:
     assert frames_of(bytes(pair.server.data_to_send())) == [
         (0, MplexFlag.MESSAGE_RECEIVER, b"from receiver")
     ]
+
+
+def test_a_64_kib_write_is_one_message_and_the_limit_is_what_peers_accept() -> None:
+    pair = CorePair.mplex()
+    crec, _ = open_pair_stream(pair)
+    send(pair.client, crec, bytes(64 * 1024))
+    assert [len(p) for *_, p in frames_of(bytes(pair.client.data_to_send()))] == [64 * 1024]
+    send(pair.client, crec, bytes(600 * 1024))
+    assert [len(p) for *_, p in frames_of(bytes(pair.client.data_to_send()))] == [
+        256 * 1024,
+        256 * 1024,
+        88 * 1024,
+    ]
+    with pytest.raises(LocalProtocolError):
+        MplexConfig(max_payload=1024 * 1024 + 1)  # go-, js- and rust-mplex refuse more
 
 
 def test_both_sides_may_use_the_same_id_for_different_streams() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from muxer_helpers import QUIET, CorePair, parse_yamux_frames, yamux_frame
 
@@ -220,6 +222,34 @@ def test_frames_are_at_most_max_payload() -> None:
     assert [len(p) for _, p in frames] == [1000, 1000, 500]
 
 
+def test_a_64_kib_write_is_one_frame_and_frames_never_exceed_the_peers_window() -> None:
+    pair = CorePair.yamux()
+    crec, _ = open_pair_stream(pair)
+    assert send(pair.client, crec, bytes(64 * KIB)) == 64 * KIB
+    assert [len(p) for _, p in parse_yamux_frames(bytes(pair.client.data_to_send()))] == [64 * KIB]
+    assert send(pair.client, crec, bytes(INITIAL_WINDOW)) == INITIAL_WINDOW - 64 * KIB
+    assert [len(p) for _, p in parse_yamux_frames(bytes(pair.client.data_to_send()))] == [
+        INITIAL_WINDOW - 64 * KIB  # the window left, in one frame
+    ]
+    pair.client.receive_data(yamux_frame(1, 0, crec.stream_id, 1000), 0)  # 1000 more
+    assert send(pair.client, crec, bytes(64 * KIB)) == 1000
+    assert [len(p) for _, p in parse_yamux_frames(bytes(pair.client.data_to_send()))] == [1000]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"max_payload": 0},
+        {"max_payload": 1024 * 1024 + 1},  # rust-yamux refuses frames over 1 MiB
+        {"autotune_min_rtt": -0.001},
+        {"autotune_rtts": 0},
+    ],
+)
+def test_config_refuses_settings_peers_or_tuning_cannot_use(settings: dict[str, float]) -> None:
+    with pytest.raises(LocalProtocolError):
+        YamuxConfig(**settings)  # type: ignore[arg-type]
+
+
 def test_a_larger_initial_window_is_granted_in_syn_and_accept() -> None:
     config = YamuxConfig(keepalive_interval=None, rtt_interval=None, initial_window=1 << 20)
     pair = CorePair.yamux(config)
@@ -229,32 +259,75 @@ def test_a_larger_initial_window_is_granted_in_syn_and_accept() -> None:
     assert crec.acked  # the accept's window update carried the ACK
 
 
-def window_growth(rtt: float, read_interval: float, config: YamuxConfig) -> list[int]:
-    """Read a stream as fast as ``read_interval`` per half window; return window sizes."""
-    pair = CorePair.yamux(config)
+def measure_rtt(pair: CorePair, rtt: float) -> None:
+    """Let the server ping the client once, answered after ``rtt`` seconds."""
+    pair.server.handle_timer(pair.now)
+    pair.now += rtt
+    pair.flush()
+
+
+def window_growth(
+    rtt: float, read_interval: float, config: YamuxConfig, rounds: int = 12
+) -> list[int]:
+    """Read half a window every ``read_interval`` s (RTT ``rtt``); return the window sizes."""
+    pair = CorePair.yamux(replace(config, rtt_interval=30.0))
+    measure_rtt(pair, rtt)
     crec, srec = open_pair_stream(pair)
-    pair.server._pings.rtt = rtt  # as if measured
     sizes = []
-    for _ in range(12):
+    for _ in range(rounds):
         while send(pair.client, crec, bytes(64 * KIB)):
             pass
         pair.flush()
-        pair.now += read_interval
-        read_all(pair.server, srec, pair.now)
-        pair.flush()
+        while srec.buffered:
+            pair.now += read_interval
+            half = srec.window_max // 2
+            got = 0
+            while got < half and srec.buffered:
+                got += len(pair.server.read(srec, half - got, pair.now))
+            pair.flush()
         sizes.append(srec.window_max)
     return sizes
 
 
 def test_autotuning_doubles_a_fast_window_up_to_the_maximum() -> None:
     sizes = window_growth(rtt=0.010, read_interval=0.001, config=QUIET)
-    assert sizes[0] == 2 * INITIAL_WINDOW
-    assert sizes[1] == 4 * INITIAL_WINDOW
+    assert sizes[:3] == [2 * INITIAL_WINDOW, 4 * INITIAL_WINDOW, 8 * INITIAL_WINDOW]
     assert max(sizes) == QUIET.max_window
 
 
 def test_autotuning_leaves_a_slow_window_alone() -> None:
+    # 4 RTTs (40 ms) is the bar; half a window every 50 ms is slower
     assert set(window_growth(rtt=0.010, read_interval=0.050, config=QUIET)) == {INITIAL_WINDOW}
+
+
+def test_autotuning_needs_an_rtt_sample() -> None:
+    pair = CorePair.yamux()  # no pings: nothing measured, no growth (as go-yamux)
+    crec, srec = open_pair_stream(pair)
+    for _ in range(8):
+        while send(pair.client, crec, bytes(64 * KIB)):
+            pass
+        pair.flush()
+        read_all(pair.server, srec, pair.now)
+        pair.flush()
+    assert srec.window_max == INITIAL_WINDOW
+
+
+def test_autotuning_assumes_an_rtt_of_at_least_the_floor() -> None:
+    # a loopback-like sample of 0.1 ms; half a window every 5 ms
+    assert max(window_growth(rtt=0.0001, read_interval=0.005, config=QUIET)) == QUIET.max_window
+    no_floor = replace(QUIET, autotune_min_rtt=0.0)
+    assert set(window_growth(rtt=0.0001, read_interval=0.005, config=no_floor)) == {INITIAL_WINDOW}
+
+
+def test_autotuning_uses_the_smallest_recent_rtt_sample() -> None:
+    config = replace(QUIET, rtt_interval=30.0)
+    pair = CorePair.yamux(config)
+    measure_rtt(pair, 0.020)
+    pair.now += 30
+    measure_rtt(pair, 0.200)  # one sample taken while busy
+    assert pair.server.rtt == pytest.approx(0.110)  # the smoothed figure, for tracing
+    assert pair.server._pings.min_rtt == pytest.approx(0.020)
+    assert pair.server._autotune_span == pytest.approx(0.080)  # 4 x 20 ms
 
 
 def test_autotuning_respects_the_connection_budget() -> None:

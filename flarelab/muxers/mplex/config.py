@@ -16,9 +16,10 @@ class MplexConfig:
 
     #: The largest message payload we accept (go-mplex: 1 MiB); larger ends the connection.
     max_message_size: int = MAX_MESSAGE_SIZE
-    #: The largest payload we send in one message: with a header of at most 12 bytes it
-    #: fills one Noise frame.
-    max_payload: int = 65535 - 16 - 12
+    #: The largest payload we send in one message (also bounded by ``write_batch``): a
+    #: 64 KiB or 256 KiB write goes out as one message. go-, js- and rust-mplex accept
+    #: messages up to 1 MiB; the Noise layer below splits a write into its frames anyway.
+    max_payload: int = 256 * 1024
     #: Unread bytes one stream may buffer. Mplex has no flow control, so a reader that
     #: falls this far behind gets its stream reset (js-mplex: 4 MiB, the same policy).
     max_stream_buffer: int = 4 * 1024 * 1024
@@ -59,6 +60,10 @@ class MplexConfig:
         ):
             if getattr(self, name) < 1:
                 raise LocalProtocolError(f"{name} must be positive")
+        if self.max_payload > MAX_MESSAGE_SIZE:
+            raise LocalProtocolError(
+                f"max_payload must be at most {MAX_MESSAGE_SIZE}: peers refuse larger messages"
+            )
         if self.max_stream_name < 0:
             raise LocalProtocolError("max_stream_name must not be negative")
         if self.write_timeout <= 0 or self.close_timeout < 0:

@@ -10,12 +10,17 @@ Pure state, time passed in. Two reasons to ping, one ping in flight at a time:
   is just dropped.
 
 The RTT estimate is smoothed as go-yamux does: the mean of the last estimate and the new
-sample.
+sample (:attr:`PingClock.rtt`, for tracing). Window auto-tuning uses
+:attr:`PingClock.min_rtt` instead, the least of the last few samples: a ping answered
+late because the process or the link was busy says little about the path (on loopback
+samples ranged 0.6-8 ms under load), and one such sample would otherwise steer the
+windows until the next ping 30 s later.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 
 from .config import YamuxConfig
 from .frames import MAX_U32
@@ -26,11 +31,23 @@ __all__ = ["PingClock"]
 class PingClock:
     """The ping schedule of one session."""
 
-    __slots__ = ("_config", "_last_recv", "_next_rtt_ping", "_ping_id", "_sent_at", "rtt")
+    __slots__ = (
+        "_config",
+        "_last_recv",
+        "_next_rtt_ping",
+        "_ping_id",
+        "_samples",
+        "_sent_at",
+        "rtt",
+    )
+
+    #: How many recent samples :attr:`min_rtt` looks at.
+    SAMPLES = 4
 
     def __init__(self, config: YamuxConfig) -> None:
         self._config = config
         self.rtt: float | None = None  # smoothed, seconds
+        self._samples: deque[float] = deque(maxlen=self.SAMPLES)
         self._last_recv = 0.0
         self._ping_id = 0
         self._sent_at: float | None = None  # the ping in flight
@@ -82,7 +99,13 @@ class PingClock:
             return None
         sample = max(0.0, now - self._sent_at)
         self.rtt = sample if self.rtt is None else (self.rtt + sample) / 2
+        self._samples.append(sample)
         self._sent_at = None
         if self._config.rtt_interval is not None:
             self._next_rtt_ping = now + self._config.rtt_interval
         return sample
+
+    @property
+    def min_rtt(self) -> float | None:
+        """Return the least of the last few RTT samples, in seconds (None before one)."""
+        return min(self._samples) if self._samples else None

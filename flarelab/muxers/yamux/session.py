@@ -20,8 +20,12 @@ What it does, following the spec and go-yamux where the spec is silent:
 * Flow control: 256 KiB initial windows; the receive buffer never holds more than the
   window we granted, so memory is bounded; a window update is sent when the application
   has consumed half the window (go's rule), in one frame. Auto-tuning as go-yamux: if half
-  the window was consumed in less than ``autotune_rtts`` RTTs, the window doubles, up to
-  ``max_window`` per stream and ``max_connection_window`` in total. RTT comes from pings.
+  the window was consumed in less than ``autotune_rtts`` (4) RTTs, the window doubles, up
+  to ``max_window`` per stream and ``max_connection_window`` in total. The RTT is the
+  least of the recent ping samples, but at least ``autotune_min_rtt`` (a floor for
+  loopback and LANs, where the samples measure scheduling noise more than the path).
+* Data frames carry up to ``max_payload`` (256 KiB) bytes, bounded by the peer's window,
+  so a 64 KiB write is one frame, not a full Noise-sized one and a 29-byte tail.
 * Keepalive: a ping after ``keepalive_interval`` of silence; unanswered (and nothing else
   received) for ``ping_timeout``: :class:`~flarelab.muxers.events.KeepaliveTimedOut`.
 * Violations end the session: a GoAway(protocol error) is queued and
@@ -152,6 +156,15 @@ class YamuxSession(SessionCore):
         return self._unacked_out < self.config.max_unacked_outbound
 
     # ------------------------------------------------------------------ time
+
+    @property
+    def _autotune_span(self) -> float:
+        """Return how fast half a window must be consumed for it to grow (0: never)."""
+        rtt = self._pings.min_rtt
+        if rtt is None:  # no RTT measured yet (or never: no pings), as go-yamux
+            return 0.0
+        cfg = self.config
+        return max(rtt, cfg.autotune_min_rtt) * cfg.autotune_rtts
 
     @property
     def rtt(self) -> float | None:
@@ -458,13 +471,8 @@ class YamuxSession(SessionCore):
 
     def _grant(self, rec: YamuxStreamRecord, delta: int, now: float) -> None:
         cfg = self.config
-        rtt = self._pings.rtt
         window_max = rec.window_max
-        if (
-            rtt is not None
-            and window_max < cfg.max_window
-            and now - rec.epoch_start < rtt * cfg.autotune_rtts
-        ):
+        if window_max < cfg.max_window and now - rec.epoch_start < self._autotune_span:
             grow = min(window_max, cfg.max_window - window_max)
             grow = min(grow, cfg.max_connection_window - self._window_total)
             if grow > 0:
