@@ -2,7 +2,8 @@
 
 Node A dials node B over TCP on loopback; the connection is secured with Noise and
 multiplexed with Yamux; both sides identify each other; A pings B and runs a perf
-measurement. Then the trace of both nodes is printed as one readable tree.
+measurement; then A opens a second connection over QUIC (TLS 1.3 and native streams) and
+pings again. The trace of both nodes is printed as one readable tree.
 
 Run it with ``python -m flarelab.demo [--size 16MiB] [--trace FILE]``.
 """
@@ -16,6 +17,7 @@ import trio
 
 from .cli import parse_size
 from .node import Node, NodeConfig
+from .protocols.ping import PING_PROTOCOL, ping_stream
 from .tracing.bus import SpanBus
 from .tracing.pretty import format_trace
 from .tracing.provider import TracingConfig
@@ -33,18 +35,20 @@ async def run_demo(size: int = 16 * 1024 * 1024, trace_file: str | None = None) 
 
     def config(label: str) -> NodeConfig:
         return NodeConfig(
-            listen_addrs=["/ip4/127.0.0.1/tcp/0"],
+            listen_addrs=["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"],
             label=label,
             tracing=TracingConfig(label=label, bus=bus, trace_file=trace_file),
         )
 
     async with Node(config("A")) as a, Node(config("B")) as b:
         _say("Two libp2p nodes on this machine:")
-        _say(f"  A  {a.peer_id}  listening on {a.listen_addrs()[0]}")
-        _say(f"  B  {b.peer_id}  listening on {b.listen_addrs()[0]}")
+        for node in (a, b):
+            _say(f"  {node.label}  {node.peer_id}  listening on "
+                 + " and ".join(str(x) for x in node.listen_addrs()))
         _say()
+        tcp_addr, quic_addr = b.addrs[0], b.addrs[1]
         with trio.fail_after(30):
-            conn = await a.connect(b.addrs[0])
+            conn = await a.connect(tcp_addr)
             _say(f"A dialled B: {conn.transport} + {conn.security} + {conn.muxer_protocol}, "
                  f"connection {conn.id} to {conn.remote_peer.short()}")
             info = await a.identify_peer(b.peer_id)
@@ -57,6 +61,12 @@ async def run_demo(size: int = 16 * 1024 * 1024, trace_file: str | None = None) 
             result = await a.perf(b.peer_id, upload=size, download=size)
             _say(f"perf: sent {size / 2**20:.0f} MiB at {result.upload_mbps:.0f} MB/s, "
                  f"received {size / 2**20:.0f} MiB at {result.download_mbps:.0f} MB/s")
+            quic = await a.connect(quic_addr, force_new=True)
+            stream = await quic.new_stream(PING_PROTOCOL)
+            rtts = await ping_stream(stream, 3, tracer=a.tracer, peer=quic.remote_peer)
+            await stream.aclose()
+            _say(f"A dialled B again over {quic.transport} + {quic.security}: pings "
+                 + ", ".join(f"{r:.3f} ms" for r in rtts))
     return bus
 
 
