@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "RECV_ON_APP_CLOSE",
@@ -99,6 +99,12 @@ class ResetCause(enum.Enum):
 
 #: A chunk at least this big is handed over alone; smaller ones are joined with the next.
 JOIN_BELOW = 16 * 1024
+#: Without flow control (Mplex), a reader this far behind gets as much as it asks for in
+#: one piece (a copy), not one chunk per call: a reader taking one chunk per scheduling
+#: round while the connection delivers several would never catch up, and Mplex resets a
+#: stream whose buffer overflows. (Yamux's window already holds the sender back, and its
+#: window auto-tuning wants the reader's natural pace.)
+CATCH_UP_ABOVE = 256 * 1024
 
 #: The send window of a stream without flow control (Mplex).
 UNLIMITED = 1 << 62
@@ -128,6 +134,9 @@ RECV_ON_APP_CLOSE: dict[HalfState, HalfState] = {_O: _A, _C: _C, _A: _A, _R: _R}
 
 class StreamRecord:
     """The state of one stream inside a core: plain data, no I/O."""
+
+    #: join chunks for a reader this far behind (None: never; see CATCH_UP_ABOVE)
+    catch_up_above: ClassVar[int | None] = None
 
     __slots__ = (
         "_chunks",
@@ -202,7 +211,10 @@ class StreamRecord:
         else:
             chunks.popleft()
             self._offset = 0
-            if not chunks or available >= JOIN_BELOW or available + len(chunks[0]) > max_bytes:
+            catch_up = self.catch_up_above
+            behind = catch_up is not None and self.buffered - available > catch_up
+            if (not chunks or (available >= JOIN_BELOW and not behind)
+                    or available + len(chunks[0]) > max_bytes):
                 whole = offset or type(first) is memoryview
                 data = bytes(first[offset:]) if whole else first  # type: ignore[assignment]
             else:  # several chunks fit: hand them over in one piece

@@ -8,8 +8,11 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flarelab.muxers.mplex.session import MplexStreamRecord
 from flarelab.muxers.output import OutputQueue
 from flarelab.muxers.state import (
+    CATCH_UP_ABOVE,
+    JOIN_BELOW,
     RECV_ON_APP_CLOSE,
     RECV_TRANSITIONS,
     SEND_TRANSITIONS,
@@ -69,6 +72,23 @@ def test_take_returns_the_pushed_bytes_in_order(
     assert bytes(got) == expected
     assert rec.take(10) == b""
     assert rec.bytes_received == len(expected)
+
+
+def test_a_reader_that_fell_behind_catches_up_in_one_call() -> None:
+    """Big chunks go over one by one, unless the reader is far behind: then it gets all
+    it asks for, or one chunk per scheduling round could never catch up with a sender
+    (Mplex would reset the stream when its buffer overflows)."""
+    rec = MplexStreamRecord(1, local=False, name="1")
+    chunk = bytes(JOIN_BELOW)
+    rec.push(chunk)
+    rec.push(chunk)
+    assert len(rec.take(1 << 20)) == JOIN_BELOW  # in step: the chunk itself, no copy
+    rec.take(1 << 20)
+    behind = CATCH_UP_ABOVE // JOIN_BELOW + 4
+    for _ in range(behind):
+        rec.push(chunk)
+    assert len(rec.take(1 << 20)) == behind * JOIN_BELOW
+    assert rec.buffered == 0
 
 
 def test_output_queue_keeps_order_coalesces_control_and_borrows_data() -> None:

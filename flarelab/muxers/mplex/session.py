@@ -36,6 +36,7 @@ from ..events import (
     StreamReset,
 )
 from ..state import (
+    CATCH_UP_ABOVE,
     RECV_ON_APP_CLOSE,
     RECV_TRANSITIONS,
     SEND_TRANSITIONS,
@@ -63,6 +64,7 @@ class MplexStreamRecord(StreamRecord):
     """A stream's state in the Mplex core: the shared record plus its name and frame prefixes."""
 
     __slots__ = ("_prefix", "name")
+    catch_up_above = CATCH_UP_ABOVE
 
     def __init__(self, stream_id: int, *, local: bool, name: str) -> None:
         super().__init__(stream_id, local=local)
