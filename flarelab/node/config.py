@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ..multiaddr import DEFAULT_POLICY, AddressPolicy, Multiaddr
 
 if TYPE_CHECKING:
+    from ..flare.config import FlareConfig
     from ..identity import PrivateKey
     from ..muxers.mplex import MplexConfig
     from ..muxers.yamux import YamuxConfig
@@ -76,4 +77,6 @@ class NodeConfig:
     #: when a peer offers QUIC and TCP addresses, dial QUIC first (False: TCP first)
     prefer_quic: bool = True
     quic: QuicConfig | None = None
+    #: run Project Flare (AutoNAT -> relays -> DCUtR, :func:`flarelab.flare.enable_flare`)
+    flare: FlareConfig | None = None
     extra: dict[str, object] = field(default_factory=dict)

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 from opentelemetry.trace import Tracer
@@ -99,8 +99,13 @@ class Dialer:
         *,
         allow_limited: bool = True,
         force_new: bool = False,
+        reuse_port: bool | None = None,
     ) -> Connection:
-        """Return a connection to ``target``, reusing an open one unless ``force_new``."""
+        """Return a connection to ``target``, reusing an open one unless ``force_new``.
+
+        ``reuse_port`` (transports that support it): True dials from a listen port, False
+        from an ephemeral port, None as the transport is configured.
+        """
         peer, candidates = resolve_target(target, addrs)
         if peer == self.local_peer:
             raise LocalProtocolError("a node cannot dial itself")
@@ -119,11 +124,15 @@ class Dialer:
             candidates = list(dict.fromkeys([*candidates, *self.peerstore.addrs(peer, now)]))
             if candidates:
                 self.peerstore.add_addrs(peer, candidates, AddrTTL.TEMP, now)
+            # the peerstore keeps addresses without /p2p/<peer>: dial each address once
+            candidates = list(dict.fromkeys(c.without_peer_id() for c in candidates))
+        if not allow_limited:  # a relayed address can only give a limited connection
+            candidates = [c for c in candidates if not c.is_relayed]
         pending = _PendingDial()
         if peer is not None:
             self._pending[peer] = pending
         try:
-            conn = await self._dial(peer, candidates)
+            conn = await self._dial(peer, candidates, reuse_port)
             pending.connection = conn
             return conn
         except BaseException as exc:
@@ -150,7 +159,9 @@ class Dialer:
         out.sort(key=lambda item: item[1].name == later)  # stable: keeps the rest in order
         return out
 
-    async def _dial(self, peer: PeerId | None, candidates: Sequence[Multiaddr]) -> Connection:
+    async def _dial(
+        self, peer: PeerId | None, candidates: Sequence[Multiaddr], reuse_port: bool | None = None
+    ) -> Connection:
         attrs: dict[str, spans.AttributeValue] = {
             spans.LIBP2P_CANDIDATES: [str(a) for a in candidates]
         }
@@ -165,7 +176,7 @@ class Dialer:
                         "no dialable address" if candidates else "no known address", peer=peer
                     )
                 with trio.fail_after(self.config.dial_timeout):
-                    conn = await self._dial_many(peer, dialable)
+                    conn = await self._dial_many(peer, dialable, reuse_port)
             except trio.TooSlowError:
                 err = DialError(f"dial timed out after {self.config.dial_timeout} s", peer=peer)
                 spans.mark_error(span, err, side="remote")
@@ -183,7 +194,10 @@ class Dialer:
             return conn
 
     async def _dial_many(
-        self, peer: PeerId | None, dialable: Sequence[tuple[Multiaddr, Transport]]
+        self,
+        peer: PeerId | None,
+        dialable: Sequence[tuple[Multiaddr, Transport]],
+        reuse_port: bool | None = None,
     ) -> Connection:
         errors: list[tuple[Multiaddr, BaseException]] = []
         winner: Connection | None = None
@@ -191,7 +205,7 @@ class Dialer:
         async def attempt(addr: Multiaddr, transport: Transport, failed: trio.Event) -> None:
             nonlocal winner
             try:
-                conn = await self._dial_one(peer, addr, transport)
+                conn = await self._dial_one(peer, addr, transport, reuse_port)
             except Exception as exc:
                 errors.append((addr, exc))
                 self.metrics.record_dial_error(transport=transport.name, error=type(exc).__name__)
@@ -219,9 +233,16 @@ class Dialer:
         raise DialError("could not connect", attempts=errors, peer=peer)
 
     async def _dial_one(
-        self, peer: PeerId | None, addr: Multiaddr, transport: Transport
+        self,
+        peer: PeerId | None,
+        addr: Multiaddr,
+        transport: Transport,
+        reuse_port: bool | None = None,
     ) -> Connection:
         if len(self.swarm.connections()) >= self.config.max_connections:
             raise DialError(f"connection limit of {self.config.max_connections} reached")
-        raw = await transport.dial(addr, expected_peer=peer)
+        extra: dict[str, Any] = {}
+        if reuse_port is not None and transport.supports_reuse_port:
+            extra["reuse_port"] = reuse_port
+        raw = await transport.dial(addr, expected_peer=peer, **extra)
         return await self.upgrade_and_run(raw, peer)

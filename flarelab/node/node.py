@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -42,6 +42,7 @@ from .swarm import Handler, HandlerRegistry, Swarm, close_quietly
 from .upgrader import Upgrader
 
 if TYPE_CHECKING:
+    from ..flare import Flare
     from ..protocols.identify import IdentifyInfo
     from ..protocols.identify_service import IdentifyService
     from ..transports.base import Listener, RawConnection, Transport
@@ -122,6 +123,17 @@ class Node:
         self._closing = False
         #: extra addresses to advertise (relay addresses, port mappings...), by source name
         self.extra_addrs: dict[str, list[Multiaddr]] = {}
+        #: hooks that may claim the roles of an inbound raw connection: (raw) -> (expected
+        #: peer, is_initiator) or None. DCUtR: B's SYN of a TCP simultaneous open that
+        #: reached A's listener still makes A the client of the handshakes.
+        self.inbound_role_hooks: list[
+            Callable[[RawConnection], tuple[PeerId | None, bool] | None]
+        ] = []
+        #: filters of the advertised addresses, by source name (Flare hides addresses
+        #: nobody can dial while AutoNAT says we are private)
+        self.address_filters: dict[str, Callable[[list[Multiaddr]], list[Multiaddr]]] = {}
+        #: awaited once the node listens, in order (services that need the nursery)
+        self.start_hooks: list[Callable[[], Awaitable[None]]] = []
 
         self.identify: IdentifyService | None = None
         if config.enable_identify:
@@ -134,6 +146,12 @@ class Node:
             self.set_handler(PING_PROTOCOL, self._serve_ping, allow_limited=True)
         if config.enable_perf:
             self.set_handler(PERF_PROTOCOL, self._serve_perf)
+        #: the Flare orchestrator, when ``config.flare`` (or enable_flare) turned it on
+        self.flare: Flare | None = None
+        if config.flare is not None:
+            from ..flare import enable_flare
+
+            enable_flare(self, config.flare)
 
     # ================================================================== lifecycle
     async def __aenter__(self) -> Node:
@@ -147,6 +165,8 @@ class Node:
                 self._nursery.start_soon(self.identify.run)
             for addr in self.config.listen_addrs:
                 await self.listen(addr)
+            for hook in list(self.start_hooks):
+                await hook()
         except BaseException as exc:
             await self._shutdown()
             try:
@@ -248,7 +268,10 @@ class Node:
         addrs += self.observed_addrs.confirmed(trio.current_time())
         for extra in self.extra_addrs.values():
             addrs += extra
-        return list(dict.fromkeys(addrs))
+        addrs = list(dict.fromkeys(addrs))
+        for keep in self.address_filters.values():
+            addrs = keep(addrs)
+        return addrs
 
     @property
     def addrs(self) -> list[Multiaddr]:
@@ -281,15 +304,18 @@ class Node:
         *,
         allow_limited: bool = True,
         force_new: bool = False,
+        reuse_port: bool | None = None,
     ) -> Connection:
         """Return a connection to ``target``, reusing an open one unless ``force_new``.
 
         ``target`` is a peer id (addresses come from ``addrs`` and the peerstore) or a
         multiaddr (with ``/p2p/<id>`` the peer is authenticated against it; without, we
-        connect to whoever answers).
+        connect to whoever answers). ``reuse_port``: True dials from a listen port, False
+        from an ephemeral one (AutoNAT dial-backs), None as the transports are configured.
         """
         return await self.dialer.connect(
-            target, addrs, allow_limited=allow_limited, force_new=force_new
+            target, addrs, allow_limited=allow_limited, force_new=force_new,
+            reuse_port=reuse_port,
         )
 
     async def upgrade_and_run(
@@ -409,8 +435,11 @@ class Node:
             await self.swarm.run(conn)
             return
         self._pending_inbound += 1
+        expected, is_initiator = next(
+            (c for hook in self.inbound_role_hooks if (c := hook(raw)) is not None), (None, False)
+        )
         try:
-            conn = await self._upgrade(raw, expected_peer=None, is_initiator=False)
+            conn = await self._upgrade(raw, expected_peer=expected, is_initiator=is_initiator)
         except Exception as exc:
             log.info("inbound connection from %s failed its handshake: %s", raw.remote_addr, exc)
             with trio.CancelScope(shield=True):

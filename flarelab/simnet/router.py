@@ -11,6 +11,10 @@ to expiry, with ``nat.mapping_created``, ``nat.translated`` (control packets and
 packet each way; data packets are only counted), ``nat.hairpinned`` and ``nat.answered``
 events; every packet the router refuses is a short ``nat.drop`` span with a
 ``nat.filtered`` event saying why (at most ``drop_spans_per_second``, the rest counted).
+A session span lives until the session expires, so after each of its events the router
+hands the span bus (if tracing has one) a progress snapshot
+(:meth:`~flarelab.tracing.bus.SpanBus.publish_progress`): live views show NAT events as
+they happen.
 """
 
 from __future__ import annotations
@@ -84,6 +88,8 @@ class NatRouter:
             self._clock = config.clock
         self.tracer = self.tracing.tracer if self.tracing is not None else spans.NO_TRACER
         self._traced = self.tracing is not None and self.tracing.enabled
+        #: a live span bus to show session events on as they happen (not only at expiry)
+        self._bus = network.tracing.bus if self._traced and network.tracing else None
         self._drop_rate = drop_spans_per_second
         self._drop_tokens = drop_spans_per_second
         self._drop_refill_at = 0.0
@@ -251,6 +257,8 @@ class NatRouter:
             span.add_event(spans.NAT_HAIRPINNED, attrs)
         else:
             span.add_event(spans.NAT_TRANSLATED, attrs)
+        if self._bus is not None:  # notable packets only: a few per session
+            self._bus.publish_progress(span)
 
     def _start_session_span(self, session: Session) -> Span:
         attrs: dict[str, spans.AttributeValue] = {

@@ -70,6 +70,7 @@ class SimTcpTransport(Transport):
     """The ``tcp`` transport of a simulated host (see the module docstring)."""
 
     name = "tcp"
+    supports_reuse_port = True
 
     def __init__(self, host: Host, *, reuse_port: bool = True, connect_timeout: float = 10.0,
                  backlog: int = 128, tracer: Tracer = spans.NO_TRACER) -> None:
@@ -90,9 +91,13 @@ class SimTcpTransport(Transport):
         ip = target[1]
         return ip in ("0.0.0.0", "::") or ip in self.host.addresses
 
-    def reuse_source(self, dest_ip: str) -> tuple[str, int] | None:
-        """The (ip, port) a dial to ``dest_ip`` should leave from, or None (ephemeral)."""
-        if not self.reuse_port:
+    def reuse_source(self, dest_ip: str, *, reuse_port: bool | None = None
+                     ) -> tuple[str, int] | None:
+        """The (ip, port) a dial to ``dest_ip`` should leave from, or None (ephemeral).
+
+        ``reuse_port`` overrides the transport's setting for one dial (None: keep it).
+        """
+        if not (self.reuse_port if reuse_port is None else reuse_port):
             return None
         version = ip_version(dest_ip)
         for lst in self._listeners:
@@ -101,8 +106,9 @@ class SimTcpTransport(Transport):
                 return (ip, port)
         return None
 
-    async def dial(self, addr: Multiaddr, *, expected_peer: PeerId | None = None
-                   ) -> RawConnection:
+    async def dial(self, addr: Multiaddr, *, expected_peer: PeerId | None = None,
+                   reuse_port: bool | None = None) -> RawConnection:
+        """Connect to ``addr``; ``reuse_port=False`` leaves from an ephemeral port."""
         target = _tcp_target(addr)
         if target is None:
             raise ValueError(f"not a TCP address: {addr}")
@@ -116,7 +122,7 @@ class SimTcpTransport(Transport):
                 spans.LIBP2P_MULTIADDR: str(addr),
             },
         ) as span:
-            source = self.reuse_source(ip)
+            source = self.reuse_source(ip, reuse_port=reuse_port)
             try:
                 with trio.fail_after(self.connect_timeout):
                     try:

@@ -3,7 +3,8 @@
 :class:`SpanBus` is an OpenTelemetry ``SpanProcessor``. Add it to one node's provider or to
 many (each record's ``resource`` says which node made it); it publishes a
 :class:`~flarelab.tracing.records.SpanRecord` when a span starts and another when it ends,
-in that order, to
+in that order (and, for long-lived spans whose owner asks, progress snapshots in between:
+:meth:`SpanBus.publish_progress`), to
 
 * subscriptions (:meth:`SpanBus.subscribe`): trio async iterators over a bounded memory
   channel. Publishing never blocks a node: when a subscriber falls behind and its buffer is
@@ -200,6 +201,20 @@ class SpanBus(SpanProcessor):
                 sub._deliver(record)
             for listener in self._listeners:
                 self._call(listener, record)
+
+    def publish_progress(self, span: object) -> None:
+        """Publish a running span as it is now: a start record holding its events so far.
+
+        For long-lived spans that collect events as things happen (a NAT session lives until
+        it expires): live views see each event at once instead of at the span's end. Only the
+        bus gets it (trace files and OTLP still see one start and one end). Consumers that
+        keep one record per span already ignore a second start record of a span they know.
+        ``span`` is an SDK span, or a clocked span wrapping one; anything else is ignored.
+        """
+        inner = getattr(span, "wrapped", span)
+        if self._closed or not isinstance(inner, ReadableSpan):
+            return
+        self.publish(SpanRecord.from_readable_span(inner, ended=False))
 
     def _call(self, listener: SpanListener, record: SpanRecord) -> None:
         try:

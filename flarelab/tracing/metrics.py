@@ -16,9 +16,15 @@ method returns at once, so call sites never check whether metrics are on.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry.metrics import Meter, NoOpMeter
+
+if TYPE_CHECKING:
+    from ..flare.metrics import AutoRelayMetrics
+    from ..protocols.autonat.metrics import AutoNATMetrics
+    from ..protocols.dcutr.metrics import HolePunchMetrics
+    from ..protocols.relay.metrics import RelayServiceMetrics
 
 __all__ = [
     "CONNECTION_DURATION_BUCKETS",
@@ -185,6 +191,12 @@ class NodeMetrics(SwarmMetrics):
         self.enabled = enabled
         self.meter = meter
         self.identify = IdentifyMetrics(meter, enabled)
+        #: the Flare families, set by the services when they run on the node
+        #: (:func:`flarelab.flare.enable_flare` wires them all); on the same meter
+        self.autonat: AutoNATMetrics | None = None
+        self.holepunch: HolePunchMetrics | None = None
+        self.relay_service: RelayServiceMetrics | None = None
+        self.autorelay: AutoRelayMetrics | None = None
 
 
 def _conn_labels(

@@ -120,6 +120,19 @@ LIBP2P_NAT_PACKET: Final = "libp2p.nat.packet"  # "SYN", "SYN-ACK", "udp 1200 B"
 LIBP2P_NAT_PACKETS_OUT: Final = "libp2p.nat.packets_out"
 LIBP2P_NAT_PACKETS_IN: Final = "libp2p.nat.packets_in"
 LIBP2P_NAT_SUPPRESSED: Final = "libp2p.nat.suppressed"  # drop spans skipped by the rate limit
+# circuit relay v2 (flarelab.protocols.relay)
+LIBP2P_RELAY_PEER_ID: Final = "libp2p.relay.peer_id"  # the relay a client went through
+LIBP2P_RELAY_SRC: Final = "libp2p.relay.src_peer_id"  # who asked the relay to CONNECT
+LIBP2P_RELAY_DST: Final = "libp2p.relay.dst_peer_id"  # whom it asked to be connected to
+LIBP2P_RELAY_STATUS: Final = "libp2p.relay.status"  # "OK", "NO_RESERVATION", ...
+LIBP2P_RELAY_EXPIRE: Final = "libp2p.relay.expire"  # a reservation's end, Unix seconds
+LIBP2P_RELAY_RENEWED: Final = "libp2p.relay.renewed"  # a RESERVE renewed a reservation
+LIBP2P_RELAY_ADDRS: Final = "libp2p.relay.addrs"  # circuit addresses a reservation gives
+LIBP2P_RELAY_LIMIT_DURATION: Final = "libp2p.relay.limit_duration_s"
+LIBP2P_RELAY_LIMIT_DATA: Final = "libp2p.relay.limit_data"  # bytes per direction
+LIBP2P_RELAY_BYTES_SRC_TO_DST: Final = "libp2p.relay.bytes_src_to_dst"
+LIBP2P_RELAY_BYTES_DST_TO_SRC: Final = "libp2p.relay.bytes_dst_to_src"
+LIBP2P_RELAY_LIMIT_HIT: Final = "libp2p.relay.limit_hit"  # "data" | "duration"
 
 # ---------------------------------------------------------------- event names and keys
 MESSAGE_SENT: Final = "message.sent"

@@ -74,6 +74,9 @@ class Transport(ABC):
     """A way to reach hosts: TCP, QUIC, a relay, the simulated network."""
 
     name: str
+    #: ``dial`` accepts ``reuse_port=``: True leaves from a listen port, False from an
+    #: ephemeral port (or a fresh socket), None does what the transport was configured to
+    supports_reuse_port: bool = False
 
     @abstractmethod
     def can_dial(self, addr: Multiaddr) -> bool:

@@ -72,6 +72,7 @@ class TcpTransport(Transport):
     """
 
     name = "tcp"
+    supports_reuse_port = True
 
     def __init__(
         self,
@@ -107,9 +108,14 @@ class TcpTransport(Transport):
                 seen.append(entry)
         return seen
 
-    def reuse_source(self, family: int, dest_ip: str) -> tuple[str, int] | None:
-        """The (ip, port) a dial to ``dest_ip`` should bind to, or None for an ephemeral port."""
-        if not self.reuse_port:
+    def reuse_source(
+        self, family: int, dest_ip: str, *, reuse_port: bool | None = None
+    ) -> tuple[str, int] | None:
+        """The (ip, port) a dial to ``dest_ip`` should bind to, or None for an ephemeral port.
+
+        ``reuse_port`` overrides the transport's setting for one dial (None: keep it).
+        """
+        if not (self.reuse_port if reuse_port is None else reuse_port):
             return None
         dest = ipaddress.ip_address(dest_ip)
         wildcard = None
@@ -139,7 +145,14 @@ class TcpTransport(Transport):
             raise
         return trio.SocketStream(sock)
 
-    async def dial(self, addr: Multiaddr, *, expected_peer: PeerId | None = None) -> RawConnection:
+    async def dial(
+        self,
+        addr: Multiaddr,
+        *,
+        expected_peer: PeerId | None = None,
+        reuse_port: bool | None = None,
+    ) -> RawConnection:
+        """Connect to ``addr``; ``reuse_port=False`` leaves from an ephemeral port."""
         target = _tcp_target(addr)
         if target is None:
             raise ValueError(f"not a TCP address: {addr}")
@@ -155,7 +168,7 @@ class TcpTransport(Transport):
         ) as span:
             last_error: BaseException | None = None
             for family, ip in await self._resolve(kind, host, port):
-                source = self.reuse_source(family, ip)
+                source = self.reuse_source(family, ip, reuse_port=reuse_port)
                 try:
                     try:
                         stream = await self._connect(family, ip, port, source)

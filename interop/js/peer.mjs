@@ -15,7 +15,9 @@ import { parseArgs } from 'node:util'
 import { noise } from '@chainsafe/libp2p-noise'
 import { quic } from '@chainsafe/libp2p-quic'
 import { yamux } from '@chainsafe/libp2p-yamux'
+import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
+import { dcutr } from '@libp2p/dcutr'
 import { identify, identifyPush } from '@libp2p/identify'
 import { mplex } from '@libp2p/mplex'
 import { ping } from '@libp2p/ping'
@@ -38,6 +40,10 @@ const USAGE = `usage: node --import ./polyfill.mjs peer.mjs [options]
   --muxer LIST             yamux | mplex | yamux,mplex | mplex,yamux (preference order; default yamux,mplex)
   --seed HEX32             64 hex digits: deterministic Ed25519 key
   --agent STRING           identify agentVersion
+  --relay-server           serve circuit relay v2 (hop), with its default limits
+                           (the relay transport, for /p2p-circuit listen and dial
+                           addresses, is added when one is given)
+  --dcutr                  run DCUtR (@libp2p/dcutr): upgrade relayed connections
   --dial MULTIADDR         dial this peer, then run the actions below in this order:
   --identify                 wait for identify of the dialled peer (emits peer:identify)
   --ping N                   N pings, one 'ping' event each
@@ -98,6 +104,8 @@ function parseOptions (argv) {
       muxer: { type: 'string', default: 'yamux,mplex' },
       seed: { type: 'string' },
       agent: { type: 'string' },
+      'relay-server': { type: 'boolean', default: false },
+      dcutr: { type: 'boolean', default: false },
       dial: { type: 'string' },
       identify: { type: 'boolean', default: false },
       ping: { type: 'string' },
@@ -124,6 +132,9 @@ function parseOptions (argv) {
     muxers,
     seed: values.seed,
     agent: values.agent,
+    relayServer: values['relay-server'],
+    dcutr: values.dcutr,
+    relayClient: [...(values.listen ?? []), values.dial ?? ''].some(a => a.includes('/p2p-circuit')),
     dial: values.dial,
     identify: values.identify,
     ping: parseCount('ping', values.ping, 1),
@@ -273,7 +284,9 @@ function connectionFields (conn) {
     direction: conn.direction,
     muxer: conn.multiplexer ?? null,
     encryption: conn.encryption ?? null,
-    id: conn.id
+    id: conn.id,
+    // a relayed connection carries the limits its relay announced
+    limited: conn.limits != null
   }
 }
 
@@ -308,8 +321,10 @@ async function createNode (opts) {
     privateKey,
     nodeInfo: opts.agent != null ? { userAgent: opts.agent } : undefined,
     addresses: { listen: opts.listen },
-    // QUIC secures and multiplexes by itself: /tls/1.0.0 and native streams, no muxer
-    transports: [tcp(), quic()],
+    // QUIC secures and multiplexes by itself: /tls/1.0.0 and native streams, no muxer;
+    // the circuit relay transport (which also serves the stop protocol) only when a
+    // listen or dial address is a /p2p-circuit one
+    transports: [tcp(), quic(), ...(opts.relayClient ? [circuitRelayTransport()] : [])],
     connectionEncrypters: [noise()],
     streamMuxers: opts.muxers.map(name => MUXERS[name]()),
     services: {
@@ -318,7 +333,9 @@ async function createNode (opts) {
       // two outbound pings: the connection monitor pings every connection every
       // 10 s on this protocol, and with the default of one a --ping that overlaps
       // it fails (or the monitor fails and aborts the whole connection)
-      ping: ping({ maxOutboundStreams: 2 })
+      ping: ping({ maxOutboundStreams: 2 }),
+      ...(opts.relayServer ? { relay: circuitRelayServer() } : {}),
+      ...(opts.dcutr ? { dcutr: dcutr() } : {})
     }
   })
   logPrefix = `[js-peer ${node.peerId.toString().slice(-6)}]`

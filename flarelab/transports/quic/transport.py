@@ -81,6 +81,7 @@ class QuicTransport(Transport):
     """The QUIC transport (quic-v1, libp2p TLS, native streams) on aioquic's core."""
 
     name = "quic"
+    supports_reuse_port = True
 
     def __init__(
         self,
@@ -137,9 +138,14 @@ class QuicTransport(Transport):
                 out.append(entry)
         return out
 
-    def source_endpoint(self, dest_host: str) -> QuicEndpoint | None:
-        """The listening endpoint a dial to ``dest_host`` leaves from (None: a new socket)."""
-        if not self.reuse_port:
+    def source_endpoint(
+        self, dest_host: str, *, reuse_port: bool | None = None
+    ) -> QuicEndpoint | None:
+        """The listening endpoint a dial to ``dest_host`` leaves from (None: a new socket).
+
+        ``reuse_port`` overrides the transport's setting for one dial (None: keep it).
+        """
+        if not (self.reuse_port if reuse_port is None else reuse_port):
             return None
         family = _family(dest_host)
         dest = ipaddress.ip_address(dest_host.split("%", 1)[0])
@@ -157,8 +163,13 @@ class QuicTransport(Transport):
     # ------------------------------------------------------------------ dial
 
     async def dial(
-        self, addr: Multiaddr, *, expected_peer: PeerId | None = None
+        self,
+        addr: Multiaddr,
+        *,
+        expected_peer: PeerId | None = None,
+        reuse_port: bool | None = None,
     ) -> SecuredConnection:
+        """Connect to ``addr``; ``reuse_port=False`` dials from a fresh ephemeral socket."""
         target = quic_target(addr)
         if target is None:
             raise ValueError(f"not a QUIC address: {addr}")
@@ -182,7 +193,7 @@ class QuicTransport(Transport):
                 for remote in remotes:
                     try:
                         with trio.fail_after(self.config.handshake_timeout):
-                            conn = await self._dial_one(remote, expected, span)
+                            conn = await self._dial_one(remote, expected, span, reuse_port)
                     except trio.TooSlowError:
                         timeout = TimeoutError(
                             f"QUIC handshake with {addr} did not finish within "
@@ -214,9 +225,13 @@ class QuicTransport(Transport):
                 raise
 
     async def _dial_one(
-        self, remote: tuple[str, int], expected: PeerId | None, span: Span
+        self,
+        remote: tuple[str, int],
+        expected: PeerId | None,
+        span: Span,
+        reuse_port: bool | None = None,
     ) -> QuicConnection:
-        endpoint = self.source_endpoint(remote[0])
+        endpoint = self.source_endpoint(remote[0], reuse_port=reuse_port)
         if endpoint is not None:
             return await endpoint.connect(remote, expected_peer=expected, parent_span=span)
         wildcard = "::" if _family(remote[0]) == socket.AF_INET6 else "0.0.0.0"
