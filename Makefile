@@ -6,14 +6,14 @@ STAMP := $(VENV)/.installed
 JS := interop/js
 JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench clean lab
 
 setup: $(STAMP) $(JS_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --disable-pip-version-check -U pip
-	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[dev,otlp]'
+	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[dev,otlp,workbench]'
 	touch $@
 
 $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
@@ -27,11 +27,15 @@ test: setup lint
 	$(PYTHON) -m pytest -q
 
 test-fast: $(STAMP)
-	$(PYTHON) -m pytest -q -m "not interop and not slow"
+	$(PYTHON) -m pytest -q -m "not interop and not slow and not browser and not notebook"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy flarelab
+
+# JupyterLab with the notebooks (opens notebook 01; the URL with its token is printed)
+lab: $(STAMP)
+	cd notebooks && ../$(PYTHON) -m jupyterlab 01_transports_security_muxers.ipynb
 
 bench: $(STAMP)
 	$(PYTHON) bench/run_all.py

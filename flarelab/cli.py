@@ -6,6 +6,8 @@
     flarelab perf ADDR --upload 10MiB --download 10MiB
     flarelab identify ADDR
     flarelab trace show trace.jsonl
+    flarelab trace view trace.jsonl -o trace.html
+    sudo flarelab lab holepunch --transport quic --trials 5
 
 Every command takes ``--trace FILE`` (append the spans as JSON lines) and exits non-zero
 with a one-line reason on failure.
@@ -26,6 +28,7 @@ import trio
 
 from . import __version__
 from .errors import FlarelabError
+from .lab.cli import add_lab_parser, run_lab_command
 
 if TYPE_CHECKING:
     from .node import NodeConfig
@@ -107,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("file")
     show.add_argument("--width", type=int, default=100)
     show.add_argument("--verbose", action="store_true")
+    view = trace_sub.add_parser(
+        "view", help="write a trace file as a standalone HTML page (sequence diagram, waterfall)"
+    )
+    view.add_argument("file")
+    view.add_argument("-o", "--output", metavar="HTML",
+                      help="where to write the page (default: FILE with .html)")
+    view.add_argument("--title", help="the page's title (default: the file's name)")
+    add_lab_parser(sub)  # flarelab lab holepunch ... (flarelab/lab/cli.py)
     return parser
 
 
@@ -260,11 +271,29 @@ def _cmd_trace_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_trace_view(args: argparse.Namespace) -> int:
+    from .tracing.export import read_trace
+
+    try:
+        from .workbench.html import write_trace_html
+    except ImportError as exc:
+        _err(f"flarelab trace view needs the workbench extra "
+             f"(pip install 'flarelab[workbench]'): {exc}")
+        return 1
+    source = Path(args.file)
+    records = read_trace(source)
+    output = Path(args.output) if args.output else source.with_suffix(".html")
+    write_trace_html(records, output, title=args.title or f"flarelab trace: {source.name}")
+    print(f"{output}: {len(records)} span records")
+    return 0
+
+
 def _err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-_ASYNC = {"node": _cmd_node, "ping": _cmd_ping, "perf": _cmd_perf, "identify": _cmd_identify}
+_ASYNC = {"node": _cmd_node, "ping": _cmd_ping, "perf": _cmd_perf, "identify": _cmd_identify,
+          "lab": run_lab_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -276,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         if args.command == "trace":
+            if args.trace_command == "view":
+                return _cmd_trace_view(args)
             return _cmd_trace_show(args)
         return trio.run(_ASYNC[args.command], args)
     except KeyboardInterrupt:

@@ -1,0 +1,1 @@
+"""Bokeh models of the views (shared by the notebook widgets and the standalone HTML file)."""
