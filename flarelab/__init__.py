@@ -56,10 +56,29 @@ _EXPORTS: dict[str, str] = {
     # tracing
     "TracingConfig": "tracing.provider",
     "SpanBus": "tracing.bus",
+    # Project Flare: AutoNAT -> relays -> DCUtR
+    "enable_flare": "flare",
+    "Flare": "flare",
+    "FlareConfig": "flare",
+    "FlareStateChanged": "flare",
+    "FlareTrial": "flare",
+    "FlareSummary": "flare",
+    "AutoNATService": "protocols.autonat",
+    "AutoNATConfig": "protocols.autonat",
+    "Reachability": "protocols.autonat",
+    "ReachabilityChanged": "protocols.autonat",
+    "RelayService": "protocols.relay",
+    "RelayTransport": "protocols.relay",
+    "HolePunchService": "protocols.dcutr",
+    "HolePunchConfig": "protocols.dcutr",
+    "HolePunchSucceeded": "protocols.dcutr",
+    "HolePunchFailed": "protocols.dcutr",
 }
 
 __all__ = [
     "AddressPolicy",
+    "AutoNATConfig",
+    "AutoNATService",
     "Connection",
     "ConnectionClosed",
     "ConnectionClosedError",
@@ -67,8 +86,17 @@ __all__ = [
     "DialError",
     "Ed25519PrivateKey",
     "Envelope",
+    "Flare",
+    "FlareConfig",
+    "FlareStateChanged",
+    "FlareSummary",
+    "FlareTrial",
     "FlarelabError",
     "HandshakeError",
+    "HolePunchConfig",
+    "HolePunchFailed",
+    "HolePunchService",
+    "HolePunchSucceeded",
     "IdentifyInfo",
     "LimitExceededError",
     "LocalProtocolError",
@@ -86,11 +114,16 @@ __all__ = [
     "PrivateKey",
     "ProtocolNotSupportedError",
     "PublicKey",
+    "Reachability",
+    "ReachabilityChanged",
+    "RelayService",
+    "RelayTransport",
     "RemoteProtocolError",
     "SpanBus",
     "StreamResetError",
     "TracingConfig",
     "__version__",
+    "enable_flare",
     "load_private_key",
     "save_private_key",
 ]
@@ -122,6 +155,14 @@ if TYPE_CHECKING:
         RemoteProtocolError,
         StreamResetError,
     )
+    from .flare import (
+        Flare,
+        FlareConfig,
+        FlareStateChanged,
+        FlareSummary,
+        FlareTrial,
+        enable_flare,
+    )
     from .identity import (
         Ed25519PrivateKey,
         Envelope,
@@ -144,7 +185,20 @@ if TYPE_CHECKING:
         PeerDisconnected,
         PeerIdentified,
     )
+    from .protocols.autonat import (
+        AutoNATConfig,
+        AutoNATService,
+        Reachability,
+        ReachabilityChanged,
+    )
+    from .protocols.dcutr import (
+        HolePunchConfig,
+        HolePunchFailed,
+        HolePunchService,
+        HolePunchSucceeded,
+    )
     from .protocols.identify import IdentifyInfo
     from .protocols.perf import PerfResult
+    from .protocols.relay import RelayService, RelayTransport
     from .tracing.bus import SpanBus
     from .tracing.provider import TracingConfig

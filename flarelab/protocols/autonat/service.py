@@ -168,10 +168,12 @@ class AutoNATService:
                 if self.addresses.status(a) is Reachability.PRIVATE]
 
     def candidate_addrs(self) -> list[Multiaddr]:
-        """Our addresses worth testing: advertised and observed ones the policy calls public."""
+        """Our addresses worth testing: advertised, listen and observed ones the policy calls
+        public (listen addresses too: a node that is private may hide them from identify,
+        and they must still be re-tested, e.g. behind an IPv6 firewall that opens later)."""
         node = self.node
         observed = [o.addr for o in node.observed_addrs.all(trio.current_time())]
-        return probe_candidates([*node.advertised_addrs(), *observed],
+        return probe_candidates([*node.advertised_addrs(), *node.listen_addrs(), *observed],
                                 node.config.address_policy, limit=self.config.max_request_addrs)
 
     def servers(self, protocol: str) -> list[PeerId]:
