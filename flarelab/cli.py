@@ -21,6 +21,7 @@ import re
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,7 @@ from .errors import FlarelabError
 from .lab.cli import add_lab_parser, run_lab_command
 
 if TYPE_CHECKING:
-    from .node import NodeConfig
+    from .node import Node, NodeConfig
 
 __all__ = ["main", "parse_size"]
 
@@ -85,6 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MULTIADDR",
         help="address to listen on (repeatable; default /ip4/0.0.0.0/tcp/0 and, unless"
         " --no-quic, /ip4/0.0.0.0/udp/0/quic-v1)",
+    )
+    node.add_argument(
+        "--connect", action="append", default=[], metavar="ADDR",
+        help="peer to connect to at start (repeatable): AutoNAT servers, relays, bootstrap",
+    )
+    node.add_argument(
+        "--flare", action="store_true",
+        help="Project Flare: AutoNAT, relay reservations when private, DCUtR hole punching",
+    )
+    node.add_argument(
+        "--relay", action="append", default=[], metavar="ADDR",
+        help="relay to reserve on when private (repeatable, .../p2p/<id>; implies --flare)",
+    )
+    node.add_argument(
+        "--serve-relay", action="store_true",
+        help="serve as a Circuit Relay v2 relay (always; with --flare: only while public)",
     )
     _common(node)
 
@@ -169,24 +186,42 @@ async def _cmd_node(args: argparse.Namespace) -> int:
         [] if args.no_quic else ["/ip4/0.0.0.0/udp/0/quic-v1"]
     )
     config = _node_config(args, listen)
+    flare = bool(args.flare or args.relay)
+    if flare:
+        from .flare import FlareConfig
+
+        config = replace(config, flare=FlareConfig(relays=tuple(args.relay),
+                                                   relay_service=args.serve_relay))
+    watched: tuple[type, ...] = (PeerConnected, PeerDisconnected, PeerIdentified)
+    if flare:
+        from .flare import FlareStateChanged
+        from .protocols.dcutr import HolePunchFailed, HolePunchSucceeded
+
+        watched += (FlareStateChanged, HolePunchSucceeded, HolePunchFailed)
     async with Node(config) as node:
+        if args.serve_relay and not flare:
+            from .protocols.relay import RelayService
+
+            RelayService(node)
         print(node.peer_id, flush=True)
         for addr in node.addrs:
             print(addr, flush=True)
-        with node.events.subscribe(PeerConnected, PeerDisconnected, PeerIdentified) as events:
+        with node.events.subscribe(*watched) as events:
             async with trio.open_nursery() as nursery:
 
                 async def log_events() -> None:
                     async for event in events:
-                        if isinstance(event, PeerConnected):
-                            c = event.connection
-                            _err(f"connected: {event.peer} ({c.direction} via {c.remote_addr})")
-                        elif isinstance(event, PeerDisconnected):
-                            _err(f"disconnected: {event.peer}")
-                        elif isinstance(event, PeerIdentified) and not event.push:
-                            _err(f"identified: {event.peer} agent={event.info.agent_version}")
+                        _err(_describe_event(event))
+
+                async def connect(addr: str) -> None:
+                    try:
+                        await node.connect(addr)
+                    except (FlarelabError, OSError, trio.TooSlowError) as exc:
+                        _err(f"could not connect to {addr}: {exc}")
 
                 nursery.start_soon(log_events)
+                for addr in args.connect:
+                    nursery.start_soon(connect, addr)
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for _ in signals:
                         break
@@ -195,10 +230,46 @@ async def _cmd_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def _relay_aware(node: Node, addr: str) -> None:
+    """Let ``node`` dial ``.../p2p/RELAY/p2p-circuit/p2p/PEER`` addresses when ``addr`` is one."""
+    if "/p2p-circuit" in addr:
+        from .protocols.relay import RelayTransport
+
+        RelayTransport.install(node)
+
+
+def _describe_event(event: object) -> str:
+    """One stderr line about a node event the ``node`` command follows."""
+    from .flare import FlareStateChanged
+    from .node import PeerConnected, PeerDisconnected, PeerIdentified
+    from .protocols.dcutr import HolePunchFailed, HolePunchSucceeded
+
+    if isinstance(event, PeerConnected):
+        c = event.connection
+        kind = " relayed" if c.limited else ""
+        return f"connected: {event.peer} ({c.direction}{kind} via {c.remote_addr})"
+    if isinstance(event, PeerDisconnected):
+        return f"disconnected: {event.peer}"
+    if isinstance(event, PeerIdentified):
+        return f"identified: {event.peer} agent={event.info.agent_version}"
+    if isinstance(event, FlareStateChanged):
+        lines = [f"flare: {event.state.describe()}"]
+        lines += [f"flare: reachable via {a}" for a in event.state.circuit_addrs]
+        return "\n".join(lines)
+    if isinstance(event, HolePunchSucceeded | HolePunchFailed):
+        result = event.result
+        where = f" via {result.address}" if result.address is not None else ""
+        why = f" ({result.reason})" if result.reason and not result.ok else ""
+        return (f"hole punch with {result.peer}: {result.outcome}{where} after "
+                f"{result.elapsed * 1000:.0f} ms, {result.attempts} attempt(s){why}")
+    return repr(event)
+
+
 async def _cmd_ping(args: argparse.Namespace) -> int:
     from .node import Node
 
     async with Node(_node_config(args)) as node:
+        _relay_aware(node, args.addr)
         with trio.fail_after(args.timeout):
             conn = await node.connect(args.addr)
             print(f"connected to {conn.remote_peer} via {conn.remote_addr}")
@@ -217,6 +288,7 @@ async def _cmd_perf(args: argparse.Namespace) -> int:
     from .node import Node
 
     async with Node(_node_config(args)) as node:
+        _relay_aware(node, args.addr)
         with trio.fail_after(args.timeout):
             result = await node.perf(args.addr, upload=args.upload, download=args.download)
         print(
@@ -232,6 +304,7 @@ async def _cmd_identify(args: argparse.Namespace) -> int:
     from .node import Node
 
     async with Node(_node_config(args)) as node:
+        _relay_aware(node, args.addr)
         with trio.fail_after(args.timeout):
             conn = await node.connect(args.addr)
             info = await node.identify_peer(conn.remote_peer)

@@ -99,3 +99,39 @@ def test_failures_exit_non_zero(server: list[str]) -> None:
     assert "/noise" in done.stderr and other in done.stderr
     done = run("ping", "not-an-address")
     assert done.returncode == 1
+
+
+async def test_a_cli_relay_carries_a_cli_ping_to_a_peer_behind_it() -> None:
+    """`flarelab node --serve-relay` relays; `flarelab ping .../p2p-circuit/p2p/B` dials
+    through it (the relayed connection is limited, ping allows that)."""
+    import trio
+
+    from flarelab.node import Node, NodeConfig
+    from flarelab.protocols.relay import RelayTransport
+
+    relay = await trio.lowlevel.open_process(
+        [*CLI, "node", "--serve-relay", "--no-quic", "--listen", "/ip4/127.0.0.1/tcp/0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert relay.stdout is not None
+        buffer = b""
+        with trio.fail_after(30):
+            while buffer.count(b"\n") < 2:
+                chunk = await relay.stdout.receive_some()
+                assert chunk, "the relay exited early"
+                buffer += chunk
+        relay_addr = buffer.decode().splitlines()[1]
+        config = NodeConfig(listen_addrs=["/ip4/127.0.0.1/tcp/0"], enable_quic=False)
+        async with Node(config) as b:
+            RelayTransport.install(b)
+            with trio.fail_after(20):
+                await b.listen(f"{relay_addr}/p2p-circuit")
+            target = f"{relay_addr}/p2p-circuit/p2p/{b.peer_id}"
+            done = await trio.to_thread.run_sync(lambda: run("ping", target, "-n", "2"))
+        assert done.returncode == 0, done.stderr
+        assert f"connected to {b.peer_id}" in done.stdout and "ping 2:" in done.stdout
+        assert "p2p-circuit" in done.stdout  # the connection went through the relay
+    finally:
+        relay.terminate()
+        with trio.fail_after(20):
+            await relay.wait()
