@@ -71,6 +71,7 @@ async def run_lab_command(args: argparse.Namespace) -> int:
 async def _holepunch(args: argparse.Namespace) -> int:
     import trio
 
+    from ..errors import FlarelabError
     from ..flare.report import summarize
     from . import Lab, Topology, check_available
     from .errors import LabError, LabUnavailableError
@@ -83,14 +84,15 @@ async def _holepunch(args: argparse.Namespace) -> int:
         return 2
     try:
         nat_a, nat_b = (nat_kind(kinds[0]), nat_kind(kinds[-1]))
-    except ValueError as exc:  # LocalProtocolError is one
+    except FlarelabError as exc:
         _err(f"flarelab lab holepunch: {exc}")
         return 2
     try:
         await trio.to_thread.run_sync(check_available)
     except LabUnavailableError as exc:
         _err(f"flarelab lab holepunch: the lab cannot run here: {exc}")
-        _err("  (the simulated network needs no root: see `flarelab.simnet`)")
+        _err("  (the same flow runs without root on the simulated network: "
+             "flarelab.flare.run_flare_simnet)")
         return 1
     topology = Topology.standard(nat_a, nat_b, ipv6=args.ipv6)
     family: Literal[4, 6] = 6 if args.ipv6 else 4

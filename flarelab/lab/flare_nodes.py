@@ -14,13 +14,16 @@ lab's trace file:
 * :func:`dial_without_punching` -- A without DCUtR: tries B's public mapping directly.
 
 Each role is wired by ONE seam function (:func:`wire_relay`, :func:`wire_autonat_server`,
-:func:`wire_peer`): with the orchestrator (``flarelab.flare.enable_flare``) present the
-seams switch to it; until then they install the services themselves.
+:func:`wire_peer`). A and B run the orchestrator, ``flarelab.flare.enable_flare`` with the
+relay configured: AutoNAT, reservation, advertising and DCUtR are its business; without it
+(``FlareLabSettings.orchestrator`` False) the seam installs the services itself.
 
 Lab settings (:class:`FlareLabSettings`) shorten AutoNAT's go-libp2p timings so a trial
-takes seconds: the lab's internet has a sub-millisecond RTT, so a 0.5 s dial-back timeout
-is generous. A and B offer unconfirmed observed addresses in DCUtR: every public host of
-the lab is in one /24, which go's observer grouping counts as a single observer.
+takes seconds -- the lab's internet has a sub-millisecond RTT, so a 0.5 s dial-back
+timeout is generous -- but keep go's rules: the status settles after more than three
+agreeing answers, from the four public AutoNAT servers (``s1``... and the relay), and an
+observed address is trusted once four observers reported it. Observers are counted by peer,
+since every public host of the lab is in one /24, which go's grouping counts as one.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ __all__ = [
 
 #: the port the relay and the AutoNAT servers listen on
 INFRA_PORT: Final = 4001
+#: how long A waits, at the stop, for a direct connection B reported
+DIRECT_GRACE: Final = 2.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,9 @@ class FlareLabSettings:
     #: A and B listen on this port (a fresh one per trial: no TIME_WAIT from the last)
     port: int = 4100
     #: AutoNAT: the status settles after more than this many agreeing answers (go: 3)
-    autonat_confidence: int = 2
+    autonat_confidence: int = 3
+    #: distinct observers (by peer) before A and B trust an observed address (go: 4)
+    observers: int = 4
     #: AutoNAT servers: one dial-back (the lab's RTT is sub-millisecond)
     autonat_dial_timeout: float = 0.5
     #: AutoNAT clients: next probe while unsettled (go: 90 s)
@@ -82,6 +89,8 @@ class FlareLabSettings:
     punch_timeout: float = 5.0
     #: how long B waits for its upgrade to end once the relayed connection is there
     holepunch_wait: float = 30.0
+    #: A and B run ``enable_flare`` (False: the services wired one by one)
+    orchestrator: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as JSON-able data."""
@@ -121,19 +130,11 @@ def _peer_config(ctx: LabContext, settings: FlareLabSettings) -> NodeConfig:
     quic = settings.transport == "quic"
     return ctx.node_config(
         listen_addrs=_listen_addrs(ctx, settings.family, (settings.transport,), settings.port),
-        enable_quic=quic, prefer_quic=quic)
+        enable_quic=quic, prefer_quic=quic, observed_addr_group_by="peer",
+        observed_addr_threshold=settings.observers)
 
 
 # ---------------------------------------------------------------------- the seams
-def _orchestrator() -> Any:
-    """``flarelab.flare.enable_flare`` if the orchestrator exists, else None."""
-    try:
-        from .. import flare
-    except ImportError:  # pragma: no cover - the package exists
-        return None
-    return getattr(flare, "enable_flare", None)
-
-
 def wire_relay(node: Node) -> Any:
     """Make ``node`` the lab's relay; return the relay service.
 
@@ -146,25 +147,30 @@ def wire_relay(node: Node) -> Any:
     return RelayService(node, RelayServiceConfig(limits=limits))
 
 
-def _server_autonat_config(settings: FlareLabSettings) -> Any:
+def _autonat_config(settings: FlareLabSettings, *, server: bool, client: bool) -> Any:
+    """go's AutoNAT with the lab's short timings (a lab server answers every trial's A and
+    B, so its rate limits are raised)."""
     from ..protocols.autonat import AutoNATConfig, RateLimits
 
-    # a lab server answers every trial's A and B: go's 30 requests a minute is too few
     limits = RateLimits(per_window=100_000, per_peer_per_window=100, max_in_flight_per_peer=2,
                         dial_data_per_window=100)
     return AutoNATConfig(
-        client_v1=False, client_v2=False,
+        server_v1=server, server_v2=server, client_v1=client, client_v2=client,
+        boot_delay=0.0, retry_interval=settings.autonat_retry, min_probe_gap=0.05,
+        max_confidence=settings.autonat_confidence,
+        v1_request_timeout=settings.autonat_dial_timeout + 5.0,
+        v2_request_timeout=settings.autonat_dial_timeout + 5.0,
+        dial_back_wait=2.0,
         v1_dial_timeout=settings.autonat_dial_timeout,
         v2_dial_timeout=settings.autonat_dial_timeout,
-        amplification_dial_wait=0.0,
-        v1_limits=limits, v2_limits=limits)
+        amplification_dial_wait=0.0, v1_limits=limits, v2_limits=limits)
 
 
 async def wire_autonat_server(node: Node, settings: FlareLabSettings) -> AutoNATService:
     """Make ``node`` one of the lab's public AutoNAT servers; return the service."""
     from ..protocols.autonat import AutoNATService
 
-    service = AutoNATService(node, _server_autonat_config(settings))
+    service = AutoNATService(node, _autonat_config(settings, server=True, client=False))
     await service.start()
     return service
 
@@ -176,7 +182,13 @@ class PeerWiring:
     node: Node
     autonat: AutoNATService
     holepunch: HolePunchService
-    via: str  # "services" (wired here) or "enable_flare" (the orchestrator)
+    relay: str
+    flare: Any = None  # the orchestrator's Flare, if it runs
+
+    @property
+    def via(self) -> str:
+        """``enable_flare`` (the orchestrator) or ``services`` (wired one by one)."""
+        return "enable_flare" if self.flare is not None else "services"
 
     @property
     def reachability(self) -> str:
@@ -184,7 +196,7 @@ class PeerWiring:
         return str(self.autonat.reachability.value)
 
     async def wait_private(self) -> bool:
-        """Wait until AutoNAT says the node is private (False if it says public)."""
+        """Wait until AutoNAT settles; True if it says private."""
         from ..protocols.autonat import Reachability, ReachabilityChanged
 
         with self.node.events.subscribe(ReachabilityChanged) as changes:
@@ -192,48 +204,60 @@ class PeerWiring:
                 await changes.next()
         return self.autonat.reachability is Reachability.PRIVATE
 
-
-def _client_autonat_config(settings: FlareLabSettings) -> Any:
-    from ..protocols.autonat import AutoNATConfig
-
-    return AutoNATConfig(
-        server_v1=False, server_v2=False, client_v1=True, client_v2=False,
-        boot_delay=0.0, retry_interval=settings.autonat_retry, min_probe_gap=0.05,
-        max_confidence=settings.autonat_confidence,
-        v1_request_timeout=settings.autonat_dial_timeout + 5.0)
+    async def reserved(self) -> str:
+        """Wait for (or make) the reservation on the lab's relay; return our circuit
+        address (``.../p2p-circuit/p2p/<us>``)."""
+        if self.flare is not None:
+            state = await self.flare.wait_for(lambda s: bool(s.circuit_addrs))
+            return f"{state.circuit_addrs[0]}/p2p/{self.node.peer_id}"
+        await self.node.listen(f"{self.relay}/p2p-circuit")
+        return f"{self.relay}/p2p-circuit/p2p/{self.node.peer_id}"
 
 
 def _holepunch_config(settings: FlareLabSettings) -> Any:
     from ..protocols.dcutr import HolePunchConfig
 
-    return HolePunchConfig(trust_unconfirmed_observations=True,
-                           reversal_timeout=settings.reversal_timeout,
+    return HolePunchConfig(reversal_timeout=settings.reversal_timeout,
                            punch_timeout=settings.punch_timeout)
 
 
-async def wire_peer(node: Node, settings: FlareLabSettings) -> PeerWiring:
-    """Give A or B the Flare services: AutoNAT client, the p2p-circuit transport, DCUtR.
+async def wire_peer(node: Node, settings: FlareLabSettings, relay: str) -> PeerWiring:
+    """Give A or B the Flare flow with the lab's relay (``relay``: its address with /p2p/).
 
-    This is the one place that changes when the orchestrator takes over.
+    With the orchestrator: ``enable_flare`` (AutoNAT, reservation when private, advertising,
+    DCUtR). Without: the AutoNAT client, the p2p-circuit transport and DCUtR, one by one
+    (reserving is then :meth:`PeerWiring.reserved`'s job).
     """
     from ..protocols.autonat import AutoNATService
     from ..protocols.dcutr import HolePunchService
     from ..protocols.relay import RelayTransport
 
+    autonat_config = _autonat_config(settings, server=False, client=True)
+    if settings.orchestrator:
+        from ..flare import FlareConfig, enable_flare
+
+        flare = enable_flare(node, FlareConfig(
+            relays=(relay,), max_relays=1, autonat=autonat_config,
+            holepunch=_holepunch_config(settings), relay_backoff=1.0,
+            relay_backoff_max=10.0))
+        return PeerWiring(node, flare.autonat, flare.holepunch, relay, flare)
     RelayTransport.install(node)
     holepunch = HolePunchService(node, _holepunch_config(settings))
-    autonat = AutoNATService(node, _client_autonat_config(settings))
+    autonat = AutoNATService(node, autonat_config)
     await autonat.start()
-    return PeerWiring(node, autonat, holepunch, via="services")
+    return PeerWiring(node, autonat, holepunch, relay)
 
 
 # ---------------------------------------------------------------------- infrastructure
 async def serve_relay(ctx: LabContext, settings: dict[str, Any]) -> dict[str, Any]:
-    """Run the lab's relay until stopped; ready carries its peer id and addresses."""
+    """Run the lab's relay (also an AutoNAT server) until stopped; ready carries its peer
+    id and addresses."""
     from ..node import Node
 
+    lab_settings = FlareLabSettings.from_dict(settings)
     async with Node(_infra_config(ctx)) as node:
         service = wire_relay(node)
+        await wire_autonat_server(node, lab_settings)  # the fourth public AutoNAT server
         ctx.ready({"peer_id": str(node.peer_id), "addrs": [str(a) for a in node.addrs]})
         await ctx.wait_stop()
         return {"peer_id": str(node.peer_id),
@@ -309,13 +333,12 @@ async def flare_listener(ctx: LabContext, settings: dict[str, Any], relay: list[
     lab_settings = FlareLabSettings.from_dict(settings)
     phases: dict[str, float] = {}
     async with Node(_peer_config(ctx, lab_settings)) as node:
-        wiring = await wire_peer(node, lab_settings)
         relay_addr = _pick(relay, lab_settings)
+        started = trio.current_time()
+        wiring = await wire_peer(node, lab_settings, relay_addr)
         with node.events.subscribe(HolePunchSucceeded, HolePunchFailed) as punches:
-            started = trio.current_time()
             await _join(node, [relay_addr, *(_pick(s, lab_settings) for s in servers)])
             phases["join"] = trio.current_time() - started
-            started = trio.current_time()
             private = False
             with trio.move_on_after(lab_settings.autonat_wait):
                 private = await wiring.wait_private()
@@ -327,15 +350,19 @@ async def flare_listener(ctx: LabContext, settings: dict[str, Any], relay: list[
                 await ctx.wait_stop()
                 return {"reachability": wiring.reachability, "phases": phases}
             started = trio.current_time()
-            try:
-                await node.listen(f"{relay_addr}/p2p-circuit")
-            except (FlarelabError, OSError) as exc:
-                ctx.ready({"error": f"the reservation failed: {exc}", "phases": phases,
+            circuit = ""
+            problem = f"no reservation within {lab_settings.autonat_wait:g} s"
+            with trio.move_on_after(lab_settings.autonat_wait):
+                try:
+                    circuit = await wiring.reserved()
+                except (FlarelabError, OSError) as exc:
+                    problem = str(exc)
+            if not circuit:
+                ctx.ready({"error": f"the reservation failed: {problem}", "phases": phases,
                            "reachability": wiring.reachability})
                 await ctx.wait_stop()
                 return {"reachability": wiring.reachability, "phases": phases}
             phases["reserve"] = trio.current_time() - started
-            circuit = f"{relay_addr}/p2p-circuit/p2p/{node.peer_id}"
             ctx.ready({"circuit": circuit, "peer_id": str(node.peer_id), "phases": phases,
                        "reachability": wiring.reachability, "via": wiring.via})
             with trio.move_on_after(lab_settings.holepunch_wait):
@@ -350,7 +377,8 @@ async def flare_listener(ctx: LabContext, settings: dict[str, Any], relay: list[
 
 @dataclass
 class _Dialer:
-    node: Node
+    wiring: PeerWiring
+    wait: float  # how long dial_circuit waits for A's AutoNAT
     target: str | None = None  # B's peer id, once dial_circuit ran
 
 
@@ -368,44 +396,62 @@ async def flare_dialer(ctx: LabContext, settings: dict[str, Any], relay: list[st
     """
     from ..identity import PeerId
     from ..node import Node
+    from ..node.events import ConnectionOpened
 
     lab_settings = FlareLabSettings.from_dict(settings)
     phases: dict[str, float] = {}
+    conn = None
     async with Node(_peer_config(ctx, lab_settings)) as node:
-        wiring = await wire_peer(node, lab_settings)
+        wiring = await wire_peer(node, lab_settings, _pick(relay, lab_settings))
         times = await _join(node, [_pick(relay, lab_settings),
                                    *(_pick(s, lab_settings) for s in servers)])
         phases["handshake"] = min(times)
-        dialer = _DIALERS[session] = _Dialer(node)
-        try:
-            ctx.ready({"peer_id": str(node.peer_id), "phases": phases})
-            await ctx.wait_stop()
-        finally:
-            del _DIALERS[session]
-        out: dict[str, Any] = {"peer_id": str(node.peer_id), "phases": phases,
-                               "reachability": wiring.reachability, "direct": None}
-        b_id = dialer.target
-        for conn in node.connections():
-            if b_id and not conn.limited and not conn.is_closed and str(conn.remote_peer) == b_id:
-                out["direct"] = {"address": str(conn.remote_addr),
-                                 "transport": conn.transport, "direction": conn.direction}
-                with trio.move_on_after(5.0), contextlib.suppress(
-                        FlarelabError, OSError, trio.BrokenResourceError):
-                    out["direct"]["ping_ms"] = await node.ping(PeerId.from_string(b_id), 1)
-                break
+        dialer = _DIALERS[session] = _Dialer(wiring, lab_settings.autonat_wait)
+        with node.events.subscribe(ConnectionOpened) as opened:
+            try:
+                ctx.ready({"peer_id": str(node.peer_id), "phases": phases})
+                await ctx.wait_stop()
+            finally:
+                del _DIALERS[session]
+            out: dict[str, Any] = {"peer_id": str(node.peer_id), "phases": phases,
+                                   "reachability": wiring.reachability, "direct": None}
+            if dialer.target is None:
+                return out
+            b_id = PeerId.from_string(dialer.target)
+            # B may see the direct connection a moment before A finished its side
+            with trio.move_on_after(DIRECT_GRACE):
+                while (conn := node.best_connection(b_id, allow_limited=False)) is None:
+                    await opened.next()
+        if conn is not None:
+            out["direct"] = {"address": str(conn.remote_addr), "transport": conn.transport,
+                             "direction": conn.direction}
+            with trio.move_on_after(5.0), contextlib.suppress(
+                    FlarelabError, OSError, trio.BrokenResourceError):
+                out["direct"]["ping_ms"] = await node.ping(b_id, 1)
         return out
 
 
 async def dial_circuit(ctx: LabContext, session: str, circuit: str) -> dict[str, Any]:
     """A (a second call in A's agent): dial B's circuit address from the session's node;
-    return the time it took and whether the connection is limited."""
+    return the time it took and whether the connection is limited.
+
+    A first lets its AutoNAT settle (bounded), as a Flare node in its steady state has:
+    while A's status is unknown it still advertises its public-looking observed address,
+    and B would waste a connection reversal on it (see the report: after a failed
+    reversal through these NATs the TCP punches failed too).
+    """
     dialer = _DIALERS.get(session)
     if dialer is None:
         raise FlarelabError(f"no A node for session {session!r} in this process")
     dialer.target = circuit.rsplit("/p2p/", 1)[1]
     started = trio.current_time()
-    conn = await dialer.node.connect(circuit)
-    return {"relayed_dial": trio.current_time() - started, "limited": conn.limited}
+    with trio.move_on_after(dialer.wait):
+        await dialer.wiring.wait_private()
+    settled = trio.current_time() - started
+    started = trio.current_time()
+    conn = await dialer.wiring.node.connect(circuit)
+    return {"relayed_dial": trio.current_time() - started, "limited": conn.limited,
+            "autonat_a_wait": settled, "reachability": dialer.wiring.reachability}
 
 
 # ---------------------------------------------------------------------- without punching

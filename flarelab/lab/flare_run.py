@@ -68,7 +68,7 @@ class Infrastructure:
 
     relay: list[str]
     servers: list[list[str]]
-    relay_kind: str = "flarelab"
+    relay_kind: Literal["flarelab", "js"] = "flarelab"
 
 
 def _servers_of(lab: Lab) -> list[str]:
@@ -118,7 +118,8 @@ async def infrastructure(lab: Lab, settings: FlareLabSettings | None = None, *,
 
                 js = await stack.enter_async_context(js_relay(lab, "relay"))
                 relay_addrs = js.addrs
-            say(f"relay ({relay}) and {len(servers)} AutoNAT servers are up")
+            also = " (also an AutoNAT server)" if relay == "flarelab" else ""
+            say(f"the {relay} relay{also} and {len(servers)} AutoNAT servers are up")
             yield Infrastructure(relay=relay_addrs, servers=servers, relay_kind=relay)
     finally:
         with trio.CancelScope(shield=True):
@@ -138,11 +139,14 @@ async def run_flare_lab(
     settings: FlareLabSettings | None = None,
     relay: Literal["flarelab", "js"] = "flarelab",
     first_trial: int = 0,
+    infra: Infrastructure | None = None,
 ) -> list[FlareTrial]:
     """Run ``trials`` Flare flows in ``lab`` (see the module docstring); return them.
 
     ``on_trial`` gets each trial as it ends; ``progress`` gets one line per phase.
-    ``relay="js"`` serves A and B with a js-libp2p relay. Raises :class:`LabError` only
+    ``relay="js"`` serves A and B with a js-libp2p relay. ``infra``: the relay and servers
+    of an :func:`infrastructure` block to use (default: started and stopped here); give
+    later calls a higher ``first_trial`` (it picks the trial's ports). Raises :class:`LabError` only
     when the lab itself fails; a flow that stops early is a trial with outcome
     ``not_started`` and a reason.
     """
@@ -152,12 +156,22 @@ async def run_flare_lab(
         raise LocalProtocolError(f"family must be 4 or 6, not {family!r}")
     if family == 6 and not lab.topology.ipv6:
         raise LocalProtocolError("family=6 needs a dual-stack lab: Topology.standard(ipv6=True)")
+    _check_topology(lab)
     base = settings or FlareLabSettings()
-    base = FlareLabSettings.from_dict({**base.to_dict(), "transport": transport,
-                                       "family": family})
+    # AutoNAT servers: s1... and a flarelab relay; observers: every public node
+    if infra is not None:
+        relay = infra.relay_kind
+    answering = len(_servers_of(lab)) + (relay == "flarelab")
+    base = FlareLabSettings.from_dict({
+        **base.to_dict(), "transport": transport, "family": family,
+        "autonat_confidence": min(base.autonat_confidence, answering - 1),
+        "observers": min(base.observers, len(_servers_of(lab)) + 1)})
     say = progress or (lambda _: None)
     out: list[FlareTrial] = []
-    async with infrastructure(lab, base, relay=relay, progress=say) as infra:
+    async with contextlib.AsyncExitStack() as stack:
+        if infra is None:
+            infra = await stack.enter_async_context(
+                infrastructure(lab, base, relay=relay, progress=say))
         agents: dict[str, LabProcess] = {}
         try:
             async with trio.open_nursery() as nursery:
@@ -189,7 +203,8 @@ async def _trial(lab: Lab, infra: Infrastructure, agents: dict[str, LabProcess],
     """One trial: fresh A and B, flushed conntrack (see the module docstring)."""
     await lab.flush_conntrack()
     common: dict[str, Any] = {"transport": settings.transport, "nat_a": _nat(lab, "a"),
-              "nat_b": _nat(lab, "b"), "ipv6": settings.family == 6, "trial": index}
+                              "nat_b": _nat(lab, "b"), "ipv6": settings.family == 6,
+                              "trial": index}
     punched = trio.Event()
     report: dict[str, Any] = {}
 
