@@ -14,13 +14,9 @@
   in the lab and compared with :mod:`flarelab.simnet.theory`.
 """
 
-from .agent import LabContext
-from .errors import LabError, LabProcessError, LabSetupError, LabUnavailableError
-from .lab import Lab
-from .nat_kinds import NatKind, nat_kind
-from .netns import check_available, cleanup_stale
-from .proc import LabProcess, LabTask
-from .topology import LAB_ADDRESS_POLICY, LabHost, LabRouter, Topology, TopologyBuilder
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 __all__ = [
     "LAB_ADDRESS_POLICY",
@@ -41,3 +37,34 @@ __all__ = [
     "cleanup_stale",
     "nat_kind",
 ]
+
+_EXPORTS = {
+    "LabContext": "agent",
+    "LabError": "errors",
+    "LabProcessError": "errors",
+    "LabSetupError": "errors",
+    "LabUnavailableError": "errors",
+    "Lab": "lab",
+    "NatKind": "nat_kinds",
+    "nat_kind": "nat_kinds",
+    "check_available": "netns",
+    "cleanup_stale": "netns",
+    "LabProcess": "proc",
+    "LabTask": "proc",
+    "LAB_ADDRESS_POLICY": "topology",
+    "LabHost": "topology",
+    "LabRouter": "topology",
+    "Topology": "topology",
+    "TopologyBuilder": "topology",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .agent import LabContext
+    from .errors import LabError, LabProcessError, LabSetupError, LabUnavailableError
+    from .lab import Lab
+    from .nat_kinds import NatKind, nat_kind
+    from .netns import check_available, cleanup_stale
+    from .proc import LabProcess, LabTask
+    from .topology import LAB_ADDRESS_POLICY, LabHost, LabRouter, Topology, TopologyBuilder
