@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import LocalProtocolError
+from ...transports.quic.config import InitialResend
 from .addresses import MAX_DIAL_ADDRS, MAX_OFFERED_ADDRS
 
 __all__ = ["HolePunchConfig"]
@@ -33,6 +34,11 @@ class HolePunchConfig:
     #: B's QUIC punch: random bytes at random intervals in this range (the spec: 10-200 ms)
     punch_interval: tuple[float, float] = (0.010, 0.200)
     punch_packet_size: int = 64
+    #: A's QUIC dial re-sends its first flight (Initial) this often until B answers, at
+    #: most ``quic_initial_resends`` times (0: never), because B's NAT drops the Initial
+    #: that arrives before B's first punch; QUIC alone would retry only after its PTO
+    quic_initial_resend_interval: float = 0.010
+    quic_initial_resends: int = 10
     #: close the relayed connection this long after the direct one opened (None: keep it)
     relay_grace: float | None = 5.0
     #: offer observed addresses that identify has not confirmed yet (rust does; a single
@@ -59,3 +65,11 @@ class HolePunchConfig:
                      "punch_timeout"):
             if getattr(self, name) <= 0:
                 raise LocalProtocolError(f"{name} must be positive")
+        self.quic_initial_resend()  # checks the interval and count
+
+    def quic_initial_resend(self) -> InitialResend | None:
+        """A's schedule for copies of a QUIC hole-punch dial's first flight (None: off)."""
+        if self.quic_initial_resends == 0:
+            InitialResend(self.quic_initial_resend_interval, 0)  # still check the interval
+            return None
+        return InitialResend(self.quic_initial_resend_interval, self.quic_initial_resends)

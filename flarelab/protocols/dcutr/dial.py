@@ -10,7 +10,12 @@ inbound path so (the ``inbound_role_hooks`` of the node).
 
 QUIC: only A dials (as QUIC client). B sends datagrams of random bytes from its listen
 socket to A's addresses at random intervals of 10-200 ms, which opens B's NAT for A's
-Initial packets; A's connection then arrives at B's listener.
+Initial packets; A's connection then arrives at B's listener. A's first Initial can reach
+B's NAT before B's first punch has left (where the direct path is much faster than the
+relayed one); B's NAT drops it, and QUIC would retransmit only after its PTO (200 ms). So
+A's hole-punch dials re-send copies of their first flight on a short schedule
+(``resend_initial``, :class:`~flarelab.transports.quic.config.InitialResend`) until B
+answers: each copy is a ``quic.initial_resent`` event on ``holepunch.dial``.
 
 Either way an attempt succeeds when a direct (unlimited) connection to the peer opens,
 whichever side made it: :class:`DirectConnections` reports those. Every dial of an attempt
@@ -22,10 +27,12 @@ kept (closing one could close the one the peer chose).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import trio
 from opentelemetry.trace import Span, Tracer
@@ -40,9 +47,12 @@ if TYPE_CHECKING:
     from ...node import Node
     from ...node.connection import Connection
     from ...transports.base import RawConnection, Transport
+    from ...transports.quic.config import InitialResend
 
 __all__ = [
     "ERRORS_ATTRIBUTE",
+    "INITIAL_RESENT_ATTRIBUTE",
+    "INITIAL_RESENT_EVENT",
     "PACKETS_ATTRIBUTE",
     "PUNCHED_ATTRIBUTE",
     "REVERSAL_ATTRIBUTE",
@@ -59,6 +69,11 @@ PUNCHED_ATTRIBUTE = "holepunch.punched"  # addresses B sent punch datagrams to
 PACKETS_ATTRIBUTE = "holepunch.packets"  # how many punch datagrams went out
 ERRORS_ATTRIBUTE = "holepunch.errors"  # "address: why it failed", per failed dial
 REVERSAL_ATTRIBUTE = "holepunch.reversal"  # True for B's connection-reversal dial
+INITIAL_RESENT_ATTRIBUTE = "holepunch.initial_resent"  # A's QUIC Initial copies, in all
+#: span event of ``holepunch.dial``: A sent a copy of a QUIC dial's first flight again
+#: (attributes: the address, and ``libp2p.quic.initial_resent`` so far for it)
+INITIAL_RESENT_EVENT = spans.QUIC_INITIAL_RESENT
+INITIAL_RESENT_COUNT = spans.LIBP2P_QUIC_INITIAL_RESENT
 
 
 def transport_of(addr: Multiaddr | None) -> str | None:
@@ -193,6 +208,7 @@ class _Race:
         self.winner: Connection | None = None
         self.errors: list[tuple[Multiaddr, str]] = []
         self.packets = 0
+        self.resent = 0  # copies of QUIC first flights (A's hole-punch dials)
         self.stopped = False
         self.settled = trio.Event()
 
@@ -223,6 +239,8 @@ async def _race(
     interval: tuple[float, float],
     packet_size: int,
     stop: trio.Event | None = None,
+    resends: dict[Multiaddr, InitialResend] | None = None,
+    tcp_from_listen_port: bool = True,
 ) -> tuple[_Race, bool]:
     race = _Race(sum(1 for *_, punch in targets if not punch))
     race.punching = sum(1 for *_, punch in targets if punch)
@@ -237,8 +255,11 @@ async def _race(
 
     async def dial(addr: Multiaddr, transport: Transport) -> None:
         try:
-            kwargs = {"reuse_port": True} if getattr(transport, "supports_reuse_port", False) \
-                else {}
+            kwargs: dict[str, Any] = {}
+            if getattr(transport, "supports_reuse_port", False):  # see reversal_dial
+                kwargs["reuse_port"] = tcp_from_listen_port or transport.name != "tcp"
+            if resends and addr in resends:  # A's QUIC dial: copies of its first flight
+                kwargs["resend_initial"] = resends[addr]
             raw = await transport.dial(addr, expected_peer=peer, **kwargs)
             conn = await node.upgrade_and_run(raw, expected_peer=peer, is_initiator=initiator)
         except Exception as exc:
@@ -302,6 +323,7 @@ async def hole_punch(
     rng: random.Random | None = None,
     interval: tuple[float, float] = (0.010, 0.200),
     packet_size: int = 64,
+    resend_initial: InitialResend | None = None,
     tracer: Tracer = spans.NO_TRACER,
 ) -> PunchResult:
     """Dial (and, for B over QUIC, punch) ``addrs`` until a direct connection or ``deadline``.
@@ -309,6 +331,7 @@ async def hole_punch(
     ``initiator``: our role in the security handshake (A: True, B: False). ``punch_quic``:
     B's behaviour for QUIC addresses (punch instead of dial). ``claims``: A's registry of
     inbound TCP connections to upgrade as the client. ``stop``: end early when it is set.
+    ``resend_initial``: A's schedule for copies of each QUIC dial's first flight.
     """
     rng = rng or random.Random()
     now = trio.current_time()
@@ -326,16 +349,40 @@ async def hole_punch(
     with tracer.start_as_current_span(spans.HOLEPUNCH_DIAL, attributes=attrs) as span:
         claimed = (claims.claim(peer, [a for a, *_ in targets]) if claims is not None
                    else contextlib.nullcontext())
+        counts: dict[Multiaddr, int] = {}
+        resends = _resend_plans(targets, resend_initial, span, counts)
         with claimed:
             race, timed_out = await _race(
                 node, peer, targets, initiator=initiator, deadline=deadline, direct=direct,
-                rng=rng, interval=interval, packet_size=packet_size, stop=stop)
+                rng=rng, interval=interval, packet_size=packet_size, stop=stop,
+                resends=resends)
+        race.resent = sum(counts.values())
         result = PunchResult(
             race.winner, timed_out,
             "" if race.winner is not None else _reason(race, timed_out, deadline - now),
             tuple(a for a, *_ in targets), punched, race.packets)
         _finish_span(span, race, result)
     return result
+
+
+def _resend_plans(
+    targets: Sequence[tuple[Multiaddr, Transport, bool]],
+    plan: InitialResend | None,
+    span: Span,
+    counts: dict[Multiaddr, int],
+) -> dict[Multiaddr, InitialResend]:
+    """One InitialResend per QUIC address A dials, each noting its copies on ``span``."""
+    if plan is None or plan.count < 1:
+        return {}
+
+    def resent(addr: Multiaddr, count: int) -> None:
+        counts[addr] = count
+        span.add_event(INITIAL_RESENT_EVENT, {
+            spans.LIBP2P_MULTIADDR: str(addr), INITIAL_RESENT_COUNT: count})
+
+    return {addr: dataclasses.replace(plan, on_resend=partial(resent, addr))
+            for addr, transport, is_punch in targets
+            if transport.name == "quic" and not is_punch}
 
 
 async def reversal_dial(
@@ -347,7 +394,15 @@ async def reversal_dial(
     direct: DirectConnections,
     tracer: Tracer = spans.NO_TRACER,
 ) -> PunchResult:
-    """B's connection reversal: dial A's public addresses directly, as an ordinary client."""
+    """B's connection reversal: dial A's public addresses directly, as an ordinary client.
+
+    TCP dials leave from an ephemeral port, never the listen port: a failed reversal would
+    otherwise leave B's NAT a conntrack entry (listen port -> A's address) for a SYN whose
+    socket is gone. A's punch SYN to the same address then slips through that entry into
+    B's listener before B's own punch dial: the half-open connection takes the 4-tuple (B's
+    punch falls back to an ephemeral port) and B's answer, with a new sequence number, is
+    out of the entry's window (a Linux NAT drops it), so every round fails.
+    """
     now = trio.current_time()
     targets = [(addr, transport, False) for addr, transport in node.dialer.dialable(addrs)]
     attrs: dict[str, spans.AttributeValue] = {
@@ -359,7 +414,7 @@ async def reversal_dial(
     with tracer.start_as_current_span(spans.HOLEPUNCH_DIAL, attributes=attrs) as span:
         race, timed_out = await _race(
             node, peer, targets, initiator=True, deadline=deadline, direct=direct,
-            rng=random.Random(), interval=(1.0, 1.0), packet_size=0)
+            rng=random.Random(), interval=(1.0, 1.0), packet_size=0, tcp_from_listen_port=False)
         result = PunchResult(
             race.winner, timed_out,
             "" if race.winner is not None else _reason(race, timed_out, deadline - now),
@@ -371,6 +426,8 @@ async def reversal_dial(
 def _finish_span(span: Span, race: _Race, result: PunchResult) -> None:
     if result.punched:
         span.set_attribute(PACKETS_ATTRIBUTE, result.packets)
+    if race.resent:
+        span.set_attribute(INITIAL_RESENT_ATTRIBUTE, race.resent)
     if race.errors:
         span.set_attribute(ERRORS_ATTRIBUTE, [f"{addr}: {why}" for addr, why in race.errors])
     conn = result.connection

@@ -199,7 +199,8 @@ class Receiver:
                         self.node, peer, choice.addrs, initiator=True,
                         deadline=trio.current_time() + cfg.punch_timeout,
                         direct=self.service.direct, attempt=number, claims=self.service.claims,
-                        stop=state.superseded, tracer=self.tracer)
+                        stop=state.superseded, resend_initial=cfg.quic_initial_resend(),
+                        tracer=self.tracer)
                     record.outcome = Outcome.SUCCESS if punch.ok else (
                         Outcome.TIMEOUT if punch.timed_out else Outcome.FAILED)
                     record.reason = punch.reason

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from ..._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .config import LOOPBACK_DATAGRAM_SIZE, PATH_DATAGRAM_SIZE, QuicConfig
+    from .config import LOOPBACK_DATAGRAM_SIZE, PATH_DATAGRAM_SIZE, InitialResend, QuicConfig
     from .core import CloseInfo, QuicCore, QuicStats
     from .driver import QUIC_MUXER_ID, QuicConnection
     from .endpoint import QuicEndpoint, peek_header, quic_multiaddr
@@ -33,6 +33,7 @@ _WHERE = {
     "LOOPBACK_DATAGRAM_SIZE": "config",
     "PATH_DATAGRAM_SIZE": "config",
     "QuicConfig": "config",
+    "InitialResend": "config",
     "CloseInfo": "core",
     "QuicCore": "core",
     "QuicStats": "core",
@@ -63,6 +64,7 @@ __all__ = [
     "CertificateError",
     "CloseInfo",
     "DatagramSocket",
+    "InitialResend",
     "QuicConfig",
     "QuicConnection",
     "QuicCore",

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from ...errors import LocalProtocolError
+from ...tracing import spans
 
 if TYPE_CHECKING:
     from .sockets import SocketFactory
 
-__all__ = ["LOOPBACK_DATAGRAM_SIZE", "PATH_DATAGRAM_SIZE", "QuicConfig"]
+__all__ = [
+    "INITIAL_RESENT_COUNT",
+    "INITIAL_RESENT_EVENT",
+    "LOOPBACK_DATAGRAM_SIZE",
+    "MAX_INITIAL_RESENDS",
+    "PATH_DATAGRAM_SIZE",
+    "InitialResend",
+    "QuicConfig",
+]
 
 #: UDP payload for paths that may cross Ethernet (1500 - 40 IPv6 - 8 UDP), as quic-go uses
 PATH_DATAGRAM_SIZE: Final = 1452
@@ -20,6 +30,14 @@ LOOPBACK_DATAGRAM_SIZE: Final = 16000
 #: the smallest datagram QUIC allows (RFC 9000 section 14)
 MIN_DATAGRAM_SIZE: Final = 1200
 MAX_DATAGRAM_SIZE: Final = 16300
+#: copies of a first flight one dial may send at most (InitialResend.count)
+MAX_INITIAL_RESENDS: Final = 50
+#: the shortest interval between two copies (InitialResend.interval)
+MIN_INITIAL_RESEND_INTERVAL: Final = 0.001
+#: span event (on ``quic.handshake``) for each copy of a first flight sent again
+INITIAL_RESENT_EVENT: Final = spans.QUIC_INITIAL_RESENT
+#: its attribute, and ``quic.dial``'s: how many copies went out
+INITIAL_RESENT_COUNT: Final = spans.LIBP2P_QUIC_INITIAL_RESENT
 
 
 @dataclass(frozen=True)
@@ -85,3 +103,30 @@ class QuicConfig:
         if self.max_datagram_size is not None:
             return self.max_datagram_size
         return LOOPBACK_DATAGRAM_SIZE if loopback else PATH_DATAGRAM_SIZE
+
+
+@dataclass(frozen=True)
+class InitialResend:
+    """Re-send copies of a dial's first flight (its Initial datagrams) on a short schedule.
+
+    For hole-punch dials (DCUtR's A): the peer's NAT may drop our first Initial because the
+    peer's punch packets have not opened its mapping yet, and QUIC itself would only
+    retransmit after the PTO (2 x aioquic's initial RTT of 100 ms). The copies are the same
+    datagrams, byte for byte: a server that got an earlier one drops them as duplicate
+    packet numbers. They go out every ``interval`` seconds, at most ``count`` of them, and
+    stop as soon as any datagram of the connection arrives from the peer (or the handshake
+    ends). ``on_resend(n)`` is told the running count after each copy (for traces).
+    """
+
+    interval: float = 0.010
+    count: int = 10
+    on_resend: Callable[[int], None] | None = None
+
+    def __post_init__(self) -> None:
+        if not MIN_INITIAL_RESEND_INTERVAL <= self.interval <= 1.0:
+            raise LocalProtocolError(
+                f"InitialResend.interval must be in {MIN_INITIAL_RESEND_INTERVAL}..1 s, "
+                f"not {self.interval}")
+        if not 0 <= self.count <= MAX_INITIAL_RESENDS:
+            raise LocalProtocolError(
+                f"InitialResend.count must be in 0..{MAX_INITIAL_RESENDS}, not {self.count}")

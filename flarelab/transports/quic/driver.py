@@ -14,6 +14,10 @@ CONNECTION_CLOSE went out, when the idle timeout struck or the handshake failed.
 would only report the end after its closing period (3 PTO); the driver ends at once, and
 the endpoint drops the connection's ids, so late packets are simply dropped.
 
+A dial may ask for its first flight to be re-sent (:meth:`QuicConnection.resend_first_flight`,
+for hole punching): the flusher keeps a copy of the client's first datagrams and sends it
+again on the :class:`~.config.InitialResend` schedule until the peer is heard from.
+
 To the node this is a :class:`~flarelab.muxers.base.MuxedConnection` whose streams are
 QUIC's own (:class:`~.streams.QuicStream`). ``run`` does not read anything itself (the
 endpoint does); it serves the endpoint of a dial-only connection and waits for the end.
@@ -35,7 +39,7 @@ from opentelemetry.trace import Span, Tracer
 
 from ...errors import ConnectionClosedError, HandshakeError, RemoteProtocolError
 from ...muxers.base import MuxedConnection, TooManyStreamsError
-from .config import QuicConfig
+from .config import INITIAL_RESENT_COUNT, INITIAL_RESENT_EVENT, InitialResend, QuicConfig
 from .core import CloseInfo, QuicCore
 from .quic_spans import (
     end_connection_span,
@@ -118,6 +122,12 @@ class QuicConnection(MuxedConnection):
         self.bytes_received = 0
         #: called once when the handshake ends, with None (verified) or the error
         self.on_handshake: Callable[[QuicConnection, BaseException | None], None] | None = None
+        # re-sending the first flight (hole punching): the plan, the copy, the next time
+        self._resend: InitialResend | None = None
+        self._first_flight: list[tuple[bytes, Address]] | None = None
+        self._resend_at = math.inf
+        #: copies of the first flight sent again (see resend_first_flight)
+        self.initial_resent = 0
 
     def __repr__(self) -> str:
         role = "client" if self.is_initiator else "server"
@@ -222,6 +232,8 @@ class QuicConnection(MuxedConnection):
         """Feed one datagram to the core (from the endpoint's receive loop)."""
         if self.is_closed:
             return
+        if self._resend is not None:
+            self._stop_resending()  # the peer heard us: QUIC's own recovery takes over
         self.core.receive_datagram(data, addr, now)
         self._last_activity = now
         self._process_events()
@@ -252,6 +264,8 @@ class QuicConnection(MuxedConnection):
                     if timer is not None and now >= timer:
                         core.handle_timer(now)
                         self._process_events()
+                    if now >= self._resend_at:
+                        await self._send_first_flight_again(now)
                     if not self.handshake_done.is_set() and now >= handshake_deadline:
                         self._refuse_slow_handshake()
                     elif (
@@ -269,7 +283,7 @@ class QuicConnection(MuxedConnection):
                     deadline = core.get_timer()
                     deadline = math.inf if deadline is None else deadline
                     if not self.handshake_done.is_set():
-                        deadline = min(deadline, handshake_deadline)
+                        deadline = min(deadline, handshake_deadline, self._resend_at)
                     elif keepalive:
                         deadline = min(
                             deadline, max(self._last_activity, self._last_ping) + keepalive
@@ -286,6 +300,8 @@ class QuicConnection(MuxedConnection):
 
     async def _flush(self, now: float) -> None:
         datagrams = self.core.datagrams_to_send(now)
+        if datagrams and self._resend is not None and self._first_flight is None:
+            self._keep_first_flight(datagrams, now)
         if datagrams:
             endpoint = self.endpoint
             try:
@@ -315,6 +331,48 @@ class QuicConnection(MuxedConnection):
             await self._flush(trio.current_time())
         self._end()
         self._flusher.wake()
+
+    # ------------------------------------------------------------------ first-flight copies
+
+    def resend_first_flight(self, plan: InitialResend) -> None:
+        """Send copies of our first flight on ``plan``'s schedule until the peer answers.
+
+        Call it on a client before its first flush (:meth:`QuicEndpoint.connect` does).
+        """
+        if not self.is_initiator or self._first_flight is not None or plan.count < 1:
+            return
+        self._resend = plan
+
+    def _keep_first_flight(self, datagrams: list[tuple[bytes, Address]], now: float) -> None:
+        assert self._resend is not None
+        self._first_flight = [(bytes(data), addr) for data, addr in datagrams]
+        self._resend_at = now + self._resend.interval
+
+    async def _send_first_flight_again(self, now: float) -> None:
+        plan, flight = self._resend, self._first_flight
+        if plan is None or flight is None or self.handshake_done.is_set() or self.is_closed:
+            self._stop_resending()
+            return
+        try:
+            await self.endpoint.send_datagrams(flight)
+        except (OSError, trio.ClosedResourceError):
+            self._stop_resending()  # the flush that follows meets the same error
+            return
+        self.initial_resent += 1
+        if self._handshake_span is not None:
+            self._handshake_span.add_event(
+                INITIAL_RESENT_EVENT, {INITIAL_RESENT_COUNT: self.initial_resent})
+        if plan.on_resend is not None:
+            plan.on_resend(self.initial_resent)
+        if self.initial_resent >= plan.count:
+            self._stop_resending()
+        else:
+            self._resend_at = now + plan.interval
+
+    def _stop_resending(self) -> None:
+        self._resend = None
+        self._first_flight = None
+        self._resend_at = math.inf
 
     def _refuse_slow_handshake(self) -> None:
         timeout = self.config.handshake_timeout
@@ -406,6 +464,7 @@ class QuicConnection(MuxedConnection):
             odcid=core.original_destination_connection_id,
         )
         self.handshake_done.set()
+        self._stop_resending()
         if self.on_handshake is not None:
             self.on_handshake(self, None)
 
@@ -417,6 +476,7 @@ class QuicConnection(MuxedConnection):
             end_handshake_span(self._handshake_span, error=error)
             self._handshake_span = None
         self.handshake_done.set()
+        self._stop_resending()
         if self.on_handshake is not None:
             self.on_handshake(self, error)
 
@@ -564,5 +624,6 @@ class QuicConnection(MuxedConnection):
         return {
             "datagram_size": self.core.datagram_size,
             "odcid": self.core.original_destination_connection_id.hex(),
+            "initial_resent": self.initial_resent,
         }
 

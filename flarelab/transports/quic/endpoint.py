@@ -32,7 +32,7 @@ from opentelemetry.trace import Span, Tracer
 
 from ...multiaddr import Multiaddr
 from ...tracing import spans
-from .config import QuicConfig
+from .config import InitialResend, QuicConfig
 from .core import CONNECTION_ID_LENGTH, QUIC_VERSION, QuicCore
 from .driver import QuicConnection
 from .sockets import Address, BatchDatagramSocket, DatagramSocket
@@ -403,11 +403,14 @@ class QuicEndpoint:
         *,
         expected_peer: PeerId | None,
         parent_span: Span,
+        resend_initial: InitialResend | None = None,
     ) -> QuicConnection:
         """Dial ``remote`` from this socket; return once the peer is verified.
 
         The endpoint must be served (:meth:`serve`). Raises the handshake's error
         (:class:`~flarelab.errors.HandshakeError`, PeerIdMismatchError) on failure.
+        ``resend_initial``: send copies of the first flight on that schedule until the
+        peer answers (hole punching; see :class:`~.config.InitialResend`).
         """
         if self.closed:
             raise trio.ClosedResourceError("the QUIC endpoint is closed")
@@ -427,9 +430,15 @@ class QuicEndpoint:
             span=parent_span,
         )
         self._register(conn, [core.host_cid])
+        if resend_initial is not None:
+            conn.resend_first_flight(resend_initial)
         core.connect(remote, now=trio.current_time())
-        conn.wake()
         try:
+            # the first flight leaves now, before the flusher looks at the core's timer:
+            # until a client has sent something, aioquic's loss timer counts from time 0
+            # and would fire at once, doubling the first retransmission's delay
+            await conn.flush_pending()
+            conn.wake()
             await conn.handshake_done.wait()
         except BaseException:
             if not conn.is_closed:

@@ -27,7 +27,7 @@ from ...identity import PeerId, PrivateKey
 from ...multiaddr import Multiaddr
 from ...tracing import spans
 from ..base import ConnectionHandler, Listener, SecuredConnection, Transport
-from .config import QuicConfig
+from .config import INITIAL_RESENT_COUNT, InitialResend, QuicConfig
 from .sockets import DatagramSocket, SocketFactory, open_udp_socket
 
 if TYPE_CHECKING:
@@ -168,8 +168,13 @@ class QuicTransport(Transport):
         *,
         expected_peer: PeerId | None = None,
         reuse_port: bool | None = None,
+        resend_initial: InitialResend | None = None,
     ) -> SecuredConnection:
-        """Connect to ``addr``; ``reuse_port=False`` dials from a fresh ephemeral socket."""
+        """Connect to ``addr``; ``reuse_port=False`` dials from a fresh ephemeral socket.
+
+        ``resend_initial``: a hole-punch dial's schedule for copies of its first flight
+        (None, as for ordinary dials: QUIC's own loss recovery only).
+        """
         target = quic_target(addr)
         if target is None:
             raise ValueError(f"not a QUIC address: {addr}")
@@ -193,7 +198,8 @@ class QuicTransport(Transport):
                 for remote in remotes:
                     try:
                         with trio.fail_after(self.config.handshake_timeout):
-                            conn = await self._dial_one(remote, expected, span, reuse_port)
+                            conn = await self._dial_one(
+                                remote, expected, span, reuse_port, resend_initial)
                     except trio.TooSlowError:
                         timeout = TimeoutError(
                             f"QUIC handshake with {addr} did not finish within "
@@ -213,6 +219,8 @@ class QuicTransport(Transport):
                     span.set_attribute(spans.LIBP2P_LOCAL_MULTIADDR, str(conn.endpoint.local_addr))
                     span.set_attribute(spans.LIBP2P_REUSE_PORT, conn.endpoint.owner is None)
                     span.set_attribute(spans.LIBP2P_QUIC_ODCID, conn.details()["odcid"])
+                    if resend_initial is not None:
+                        span.set_attribute(INITIAL_RESENT_COUNT, conn.initial_resent)
                     return self._secured(conn)
                 raise DialError(
                     f"could not reach {addr}" if remotes else f"{host} resolved to no address",
@@ -230,10 +238,12 @@ class QuicTransport(Transport):
         expected: PeerId | None,
         span: Span,
         reuse_port: bool | None = None,
+        resend_initial: InitialResend | None = None,
     ) -> QuicConnection:
         endpoint = self.source_endpoint(remote[0], reuse_port=reuse_port)
         if endpoint is not None:
-            return await endpoint.connect(remote, expected_peer=expected, parent_span=span)
+            return await endpoint.connect(remote, expected_peer=expected, parent_span=span,
+                                          resend_initial=resend_initial)
         wildcard = "::" if _family(remote[0]) == socket.AF_INET6 else "0.0.0.0"
         sock = await self.socket_factory(_family(remote[0]), (wildcard, 0))
         endpoint = self._endpoint(sock)
@@ -242,7 +252,8 @@ class QuicTransport(Transport):
             async with trio.open_nursery() as nursery:
                 await nursery.start(endpoint.serve)
                 try:
-                    conn = await endpoint.connect(remote, expected_peer=expected, parent_span=span)
+                    conn = await endpoint.connect(remote, expected_peer=expected, parent_span=span,
+                                                  resend_initial=resend_initial)
                 except (OSError, FlarelabError, trio.ClosedResourceError) as exc:
                     failure = exc  # raised below, outside the nursery (no ExceptionGroup)
                 finally:
