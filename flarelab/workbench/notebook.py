@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from .runner import TrioRunner
 
 __all__ = ["setup_notebook"]
@@ -15,6 +17,9 @@ def setup_notebook(*, inline: bool = True) -> TrioRunner:
     """
     from bokeh.io import output_notebook
     from bokeh.resources import INLINE
+
+    # long error texts are cut to the span limit; the notice would clutter cell outputs
+    logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
 
     if inline:
         output_notebook(INLINE, hide_banner=True)

@@ -3,19 +3,20 @@
 :class:`Playground` builds the story's network on the simulated internet -- ``A`` behind
 ``NAT A``, the public ``relay``, ``B`` behind ``NAT B`` (either side may be public) -- runs a
 flarelab node on each host and offers the actions a learner triggers: start and stop peers,
-dial (TCP or QUIC), ping. Every node and router traces to one span bus, so the widgets show
-it all. It is a trio object: run it as a background task of the notebook's runner::
+dial (TCP or QUIC), ping, and -- with ``Scenario(services=True)``, the default -- the story's
+protocols (:mod:`flarelab.workbench.services`): AutoNAT, a relay reservation, a dial through
+the relay, a DCUtR hole punch. Every node and router traces to one span bus, so the widgets
+show it all. It is a trio object: run it as a background task of the notebook's runner::
 
     playground = Playground(Scenario(nat_a="home_router", nat_b="symmetric"), bus=bus)
     runner.start_soon(playground.run)
     await runner.run(playground.wait_started)
     await runner.run(playground.dial, "A", "relay")
 
-**Extension points** (for AutoNAT, the relay reservation and the hole punch, which arrive with
-the Flare issue): :func:`register_action` adds a named action, ``async def fn(playground,
-src, dst)``; :class:`~flarelab.workbench.widgets.launcher.PeerLauncher` shows a button for
-every registered action, and the placeholders below (``autonat``, ``reserve``,
-``hole punch``) say what is missing until a module registers the real one.
+**Extension point**: :func:`register_action` adds a named action, ``async def
+fn(playground, src, dst)``; :class:`~flarelab.workbench.widgets.launcher.PeerLauncher` shows
+a button for every registered action (:mod:`.services` registers AutoNAT, reserve, dial via
+relay and hole punch).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..errors import LocalProtocolError
 
 if TYPE_CHECKING:
     from ..node import Connection, Node
+    from ..protocols.relay import Limit
     from ..simnet import Host, Network
     from ..tracing.bus import SpanBus
     from ..tracing.clock import TrioClock
@@ -63,6 +65,15 @@ class Scenario:
     quic: bool = True
     seed: int = 0
     peers: tuple[str, ...] = field(default=("A", "relay", "B"))
+    #: run AutoNAT, the relay service and DCUtR on the peers (:mod:`.services`)
+    services: bool = True
+    #: A and B upgrade relayed connections with DCUtR (False: relayed ones stay relayed)
+    dcutr: bool = True
+    #: extra public hosts ``S1``.. that only serve AutoNAT
+    autonat_servers: int = 0
+    #: limits of each relayed connection: seconds and bytes per direction (0: none)
+    circuit_duration: int = 120
+    circuit_data: int = 1 << 17
 
     def __post_init__(self) -> None:
         for kind in (self.nat_a, self.nat_b):
@@ -70,12 +81,26 @@ class Scenario:
                 raise LocalProtocolError(f"unknown NAT kind {kind!r}; known: {NAT_KINDS}")
         if self.latency_ms < 0:
             raise LocalProtocolError(f"latency must be >= 0 ms, not {self.latency_ms}")
+        if not 0 <= self.autonat_servers <= 8:
+            raise LocalProtocolError("autonat_servers must be 0 to 8")
+
+    @property
+    def servers(self) -> list[str]:
+        """Return the names of the AutoNAT-only servers."""
+        return [f"S{i + 1}" for i in range(self.autonat_servers)]
+
+    def circuit_limit(self) -> Limit:
+        """Return the relay's limit for each relayed connection."""
+        from ..protocols.relay import Limit
+
+        return Limit(duration=self.circuit_duration, data=self.circuit_data)
 
     @property
     def lanes(self) -> list[str]:
         """Return the sequence diagram's lane order for this scenario."""
         out = ["A"] + (["NAT A"] if self.nat_a else [])
         out += ["relay"] if self.relay else []
+        out += self.servers
         out += (["NAT B"] if self.nat_b else []) + ["B"]
         return out
 
@@ -121,14 +146,6 @@ async def _ping(pg: Playground, src: str, dst: str) -> Any:
 register_action("dial TCP", _dial_tcp, "a direct TCP + Noise + Yamux connection")
 register_action("dial QUIC", _dial_quic, "a direct QUIC connection")
 register_action("ping", _ping, "ping over an existing connection (dials one if needed)")
-# EXTENSION POINTS: the Flare issue's modules replace these placeholders with
-# register_action(...) calls (flarelab.protocols.autonat, .relay, .dcutr).
-register_action("AutoNAT", None, "ask AutoNAT servers whether we are reachable "
-                "(placeholder: arrives with flarelab.protocols.autonat)")
-register_action("reserve", None, "reserve a slot on the relay (circuit relay v2) "
-                "(placeholder: arrives with flarelab.protocols.relay)")
-register_action("hole punch", None, "connect through the relay, then DCUtR "
-                "(placeholder: arrives with flarelab.protocols.dcutr)")
 
 
 class Playground:
@@ -142,6 +159,9 @@ class Playground:
         self.network: Network | None = None
         self.hosts: dict[str, Host] = {}
         self.nodes: dict[str, Node] = {}
+        #: the protocol services on the peers (None unless the scenario runs them)
+        self.services: PeerServices | None = (
+            PeerServices(self) if self.scenario.services else None)
         self._scopes: dict[str, trio.CancelScope] = {}
         self._stopped: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
@@ -169,7 +189,7 @@ class Playground:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    for name in sc.peers:
+                    for name in (*sc.peers, *sc.servers):
                         if name in self.hosts:
                             await self.start_peer(name)
                     self._note(f"network up: {', '.join(self.hosts)}")
@@ -192,6 +212,14 @@ class Playground:
                 self.hosts[side] = net.add_router(f"NAT {side}", kind).add_host(side)
         if sc.relay and "relay" not in self.hosts:
             self.hosts["relay"] = net.add_host("relay")
+        for name in sc.servers:
+            self.hosts[name] = net.add_host(name)
+
+    def public_peers(self) -> list[str]:
+        """Return the hosts on the internet itself (no NAT in front), in lane order."""
+        sc = self.scenario
+        behind = {side for side, kind in (("A", sc.nat_a), ("B", sc.nat_b)) if kind}
+        return [name for name in sc.lanes if name in self.hosts and name not in behind]
 
     async def wait_started(self) -> None:
         """Wait until the network runs and the scenario's peers have started."""
@@ -221,6 +249,8 @@ class Playground:
                 self._scopes[name] = scope
                 async with host.node(enable_quic=self.scenario.quic) as node:
                     self.nodes[name] = node
+                    if self.services is not None:
+                        await self.services.install(name, node)
                     self._note(f"{name} started: {node.peer_id.short()} "
                                + " ".join(str(a) for a in node.listen_addrs()))
                     self._notify(name, node)
@@ -229,6 +259,8 @@ class Playground:
         finally:
             self.nodes.pop(name, None)
             self._scopes.pop(name, None)
+            if self.services is not None:
+                self.services.uninstall(name)
             self._notify(name, None)
             done.set()
 
@@ -291,3 +323,8 @@ class Playground:
     def _note(self, text: str) -> None:
         self.log.append(text)
         del self.log[:-200]
+
+
+from .services import PeerServices, register_actions  # noqa: E402  (needs ACTIONS above)
+
+register_actions()

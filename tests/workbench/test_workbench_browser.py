@@ -1,8 +1,9 @@
 """The workbench in a real browser: JupyterLab on 127.0.0.1 and Debian's chromium (Playwright).
 
-Notebook 01 runs in JupyterLab ("Run All Cells", as a learner would); the sequence diagram's
-canvas must render, its data must keep growing while the peers run (the notebook keeps them
-pinging when FLARELAB_KEEP_RUNNING is set), and the page must log no errors. A trace page
+Notebooks 01 and 04 (the hole punch) run in JupyterLab ("Run All Cells", as a learner
+would); the sequence diagram's canvas must render, its data must grow while the cells run and
+keep growing while the peers run (the notebooks keep them pinging when FLARELAB_KEEP_RUNNING
+is set), and the page must log no errors. A trace page
 from ``flarelab trace view`` is opened and checked the same way. Screenshots go to
 ``artifacts/`` (git-ignored), for CI to keep. Select these tests with ``-m browser``.
 """
@@ -43,6 +44,13 @@ KERNEL_IDLE = """() => { const w = window.jupyterapp?.shell.currentWidget;
   return w?.sessionContext?.session?.kernel?.status === 'idle'; }"""
 ALL_EXECUTED = """() => { const p = document.querySelectorAll('.jp-CodeCell .jp-InputPrompt');
   return p.length > 0 && [...p].every(e => /\\[\\d+\\]/.test(e.textContent)); }"""
+#: the source of the cells still running or waiting to run
+BUSY = r"""() => [...document.querySelectorAll('.jp-CodeCell')]
+  .filter(c => /\[\*\]/.test(c.querySelector('.jp-InputPrompt')?.textContent ?? ''))
+  .map(c => c.querySelector('.jp-InputArea-editor')?.innerText.slice(0, 200))"""
+#: the text of outputs that show an error
+FAILED = """() => [...document.querySelectorAll('.jp-OutputArea-output')]
+  .map(e => e.innerText).filter(t => /Error|Traceback/.test(t))"""
 #: how many arrows each sequence diagram in the page holds (BokehJS's own data)
 ARROWS = """() => { const out = [];
   for (const doc of (window.Bokeh?.documents ?? [])) {
@@ -118,6 +126,20 @@ def _watch(page: Any) -> list[str]:
     return errors
 
 
+def _wait_executed(page: Any, arrows: list[int], within: float = 150) -> None:
+    """Wait until every cell ran (sampling the first diagram's arrows meanwhile); fail at
+    once, with the error, when a cell fails (Run All stops there)."""
+    deadline = time.monotonic() + within
+    while not page.evaluate(ALL_EXECUTED):
+        failed = page.evaluate(FAILED)
+        assert not failed, failed
+        assert time.monotonic() < deadline, f"the notebook did not finish: {page.evaluate(BUSY)}"
+        counts = page.evaluate(ARROWS)
+        if counts:
+            arrows.append(counts[0])
+        page.wait_for_timeout(250)  # sampling the page's own data while the kernel works
+
+
 def test_notebook_01_animates_in_jupyterlab(lab: tuple[str, str], browser: Any) -> None:
     base, token = lab
     ARTIFACTS.mkdir(exist_ok=True)
@@ -128,7 +150,7 @@ def test_notebook_01_animates_in_jupyterlab(lab: tuple[str, str], browser: Any) 
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
     page.locator(".jp-OutputArea-output canvas").first.wait_for(state="visible", timeout=60_000)
-    page.wait_for_function(ALL_EXECUTED, timeout=120_000)
+    _wait_executed(page, [])
     first = page.evaluate(ARROWS)
     page.wait_for_function(f"() => {{ const n = ({ARROWS})(); return n.length > 0 && "
                            f"n[0] > {first[0] if first else 0}; }}", timeout=30_000)
@@ -145,6 +167,48 @@ def test_notebook_01_animates_in_jupyterlab(lab: tuple[str, str], browser: Any) 
     assert not errors, errors
     assert first and grown[0] > first[0] >= 10, (first, grown)
     assert len(grown) >= 2  # the simnet diagram and the loopback one
+
+
+def test_notebook_04_animates_a_hole_punch(lab: tuple[str, str], browser: Any) -> None:
+    """The star: the punch's diagram renders and grows while the cells run, the matrix too."""
+    base, token = lab
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    errors = _watch(page)
+    page.goto(f"{base}/lab/tree/04_dcutr_hole_punching.ipynb?reset&token={token}")
+    page.wait_for_function(KERNEL_IDLE, timeout=90_000)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    started = time.monotonic()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    page.locator(".jp-OutputArea-output canvas").first.wait_for(state="visible", timeout=60_000)
+    # the punch's arrows (DCUtR, NAT to NAT) reach the page while the cells still run
+    page.wait_for_function(f"() => {{ const n = ({ARROWS})(); return n.length > 0 && "
+                           f"n[0] >= 20; }}", timeout=60_000)
+    first_punch = time.monotonic() - started
+    seen = [page.evaluate(ARROWS)[0]]
+    _wait_executed(page, seen)
+    seen.append(page.evaluate(ARROWS)[0])
+    page.wait_for_function(f"() => {{ const n = ({ARROWS})(); return n.length > 0 && "
+                           f"n[0] > {seen[-1]}; }}", timeout=30_000)  # it keeps pinging
+    grown = page.evaluate(ARROWS)
+    diagram = page.locator(".jp-CodeCell").nth(0).locator(".jp-OutputArea-output").first
+    diagram.scroll_into_view_if_needed()  # the first code cell shows the sequence diagram
+    diagram.screenshot(path=str(ARTIFACTS / "notebook04_sequence.png"))
+    page.screenshot(path=str(ARTIFACTS / "notebook04_lab.png"), full_page=True)
+    tables = page.evaluate("() => [...(window.Bokeh?.documents ?? [])].map(d => "
+                           "d.get_model_by_name('flarelab-matrix-table')).filter(m => m)"
+                           ".map(m => (m.data instanceof Map ? m.data.get('outcome') : "
+                           "m.data.outcome).length)")
+    prompts = page.evaluate("() => [...document.querySelectorAll('.jp-OutputArea-output')]"
+                            ".map(e => e.innerText).filter(t => /Error|Traceback/.test(t))")
+    page.evaluate("() => window.jupyterapp.commands.execute('kernelmenu:shutdown')")
+    page.close()
+    assert not prompts, prompts
+    assert not errors, errors
+    print(f"first hole punch on screen {first_punch:.1f} s after Run All")
+    assert first_punch < 30, first_punch  # 10 s on a laptop; CI machines are slower
+    assert len(set(seen)) >= 2 and grown[0] > seen[-1], (seen, grown)
+    assert tables == [98]  # the NAT-type matrix's table, in the page
 
 
 def test_trace_page_renders_and_replays(browser: Any, trace_records: list[SpanRecord],

@@ -22,9 +22,9 @@ pytestmark = pytest.mark.notebook
 
 
 def test_there_are_notebooks() -> None:
-    names = [p.name for p in NOTEBOOKS]
-    assert "01_transports_security_muxers.ipynb" in names
-    assert "05_tracing_your_own_node.ipynb" in names
+    assert [p.name for p in NOTEBOOKS] == [
+        "01_transports_security_muxers.ipynb", "02_autonat.ipynb", "03_circuit_relay.ipynb",
+        "04_dcutr_hole_punching.ipynb", "05_tracing_your_own_node.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

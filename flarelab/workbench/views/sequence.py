@@ -33,6 +33,7 @@ standalone HTML file both draw what it produces (:mod:`flarelab.workbench.views.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from ...tracing.records import AttributeValue, SpanEventRecord, SpanRecord, shor
 from .lanes import LaneInfo, LaneKind, behind_from_addresses, order_lanes
 from .palette import family_of
 from .timeaxis import TimeAxis
+from .wire import Sighting, WireMatcher
 
 __all__ = [
     "PHASE_SPANS",
@@ -202,6 +204,7 @@ class SequenceBuilder:
         #: were handled (progress records bring them while the session lives)
         self._mapped: set[tuple[str, str]] = set()
         self._nat_done: dict[tuple[str, str], int] = {}
+        self._wire = WireMatcher()
         self._sends: dict[tuple[str, int | None], list[_Half]] = {}
         self._receives: dict[tuple[str, int | None], list[_Half]] = {}
         self._pending = 0
@@ -372,6 +375,11 @@ class SequenceBuilder:
             if not resolved:
                 peer_id, resolved = self._remote_of(key), True
             half = _half(node, peer_id, event, record.name, protocol)
+            if record.name == spans.RELAY_CIRCUIT and half.label.startswith("stop."):
+                # a relay's circuit span talks to both ends: stop messages go to the target
+                target = record.attributes.get(spans.LIBP2P_RELAY_DST)
+                if isinstance(target, str):
+                    half = dataclasses.replace(half, peer_id=target)
             if self.include is not None and not self.include(half.label, half.family):
                 continue
             if sending:
@@ -512,6 +520,29 @@ class SequenceBuilder:
             self._emit_mark(MarkItem(
                 next(self._ids), router, event.time_ns, kind, label, detail,
                 direction if isinstance(direction, str) else None))
+            if kind in ("translated", "filtered", "answered"):
+                self._packet(router, kind, direction, event.time_ns, attrs, packet)
+
+    def _packet(self, router: str, kind: str, direction: object, t: int,
+                attrs: Mapping[str, AttributeValue], packet: str) -> None:
+        """Draw a packet that went from one router to another as an arrow between them."""
+        proto, ext, remote = (attrs.get(k) for k in (
+            spans.NETWORK_TRANSPORT, spans.LIBP2P_NAT_EXTERNAL, spans.LIBP2P_NAT_REMOTE))
+        if not (isinstance(proto, str) and isinstance(ext, str) and isinstance(remote, str)
+                and packet):
+            return
+        if direction == "outbound" and kind == "translated":
+            pair = self._wire.sent((proto, ext, remote, packet), Sighting(router, t))
+        elif direction == "inbound":
+            pair = self._wire.arrived((proto, remote, ext, packet), Sighting(router, t, kind))
+        else:
+            return
+        if pair is not None:
+            sent, came = pair
+            self._emit_arrow(ArrowItem(
+                next(self._ids), sent.router, came.router, sent.t, came.t,
+                packet if came.status == "translated" else f"{packet} ({came.status})",
+                None, "nat", "delivered", None, spans.NAT_SESSION))
 
     def _phase(self, node: str, record: SpanRecord) -> None:
         if record.name not in self.phase_spans or record.end_ns is None:

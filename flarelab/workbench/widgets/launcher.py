@@ -7,12 +7,15 @@
 
 The buttons run their action as a background task on the runner and write what happened to
 the launcher's log. One button per registered action
-(:data:`flarelab.workbench.playground.ACTIONS`): placeholders (AutoNAT, reserve, hole punch
-until the Flare issue lands) are shown disabled, with what they wait for as tooltip.
+(:data:`flarelab.workbench.playground.ACTIONS`: dial, ping, AutoNAT, reserve, dial via relay,
+hole punch; a placeholder would be shown disabled). The peers table -- peer ids, addresses,
+reachability and its confidence, reservations, the last hole punch -- follows the nodes' own
+events (:class:`~flarelab.workbench.services.PeerServices`), so it changes as they learn.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +54,8 @@ class PeerLauncher:
         pg = Playground(self.scenario, bus=self.bus)
         self.playground = pg
         pg.on_peer.append(self._on_peer)
+        if pg.services is not None:
+            pg.services.on_change.append(lambda _name: self._refresh())
         self._tasks = [self.runner.start_soon(pg.run, name="playground")]
         await self.runner.run(pg.wait_started)
         assert pg.network is not None
@@ -112,9 +117,9 @@ class PeerLauncher:
         def kind(value: str) -> str | None:
             return None if value == _PUBLIC else value
 
-        return Scenario(nat_a=kind(ui["nat_a"].value), nat_b=kind(ui["nat_b"].value),
-                        latency_ms=float(ui["latency"].value), quic=bool(ui["quic"].value),
-                        seed=self.scenario.seed)
+        return dataclasses.replace(
+            self.scenario, nat_a=kind(ui["nat_a"].value), nat_b=kind(ui["nat_b"].value),
+            latency_ms=float(ui["latency"].value), quic=bool(ui["quic"].value))
 
     @property
     def widget(self) -> Any:
@@ -139,20 +144,23 @@ class PeerLauncher:
         stop = w.Button(description="stop network", icon="stop")
         start.on_click(lambda _: self._spawn(self.start))
         stop.on_click(lambda _: self._spawn(self.stop))
-        ui["src"] = w.Dropdown(description="from", options=["A", "relay", "B"], value="A")
-        ui["dst"] = w.Dropdown(description="to", options=["A", "relay", "B"], value="relay")
+        names = ["A", "relay", "B", *sc.servers]
+        ui["src"] = w.Dropdown(description="from", options=names, value="A")
+        ui["dst"] = w.Dropdown(description="to", options=names, value="B")
         buttons = []
         for name, action in ACTIONS.items():
             button = w.Button(description=name, disabled=not action.available,
                               tooltip=action.description)
             button.on_click(lambda _, n=name: self._spawn(self._act_from_ui, n))
             buttons.append(button)
+        ui["buttons"] = buttons
         ui["peers"] = w.HTML()
         ui["log"] = w.HTML(layout=w.Layout(max_height="140px", overflow="auto"))
         ui["topology"] = w.Box()
         return w.VBox([
             w.HBox([ui["nat_a"], ui["nat_b"]]), w.HBox([ui["latency"], ui["quic"], start, stop]),
-            ui["peers"], w.HBox([ui["src"], ui["dst"]]), w.HBox(buttons), ui["topology"],
+            ui["peers"], w.HBox([ui["src"], ui["dst"]]),
+            w.HBox(buttons, layout=w.Layout(flex_flow="row wrap")), ui["topology"],
             ui["log"],
         ])
 
@@ -168,7 +176,7 @@ class PeerLauncher:
 
     async def _act_from_ui(self, action: str) -> None:
         result = await self.act(action, self._ui["src"].value, self._ui["dst"].value)
-        if isinstance(result, list):
+        if isinstance(result, list | dict):
             self._log(f"{action}: {result}")
 
     def _log(self, text: str) -> None:
@@ -186,13 +194,10 @@ class PeerLauncher:
         rows = []
         if pg is not None:
             for name in pg.hosts:
-                node = pg.nodes.get(name)
-                state = "running" if node is not None else "stopped"
-                where = html.escape(" ".join(str(a) for a in node.listen_addrs())) if node else ""
-                pid = node.peer_id.short() if node else ""
-                rows.append(f"<tr><td><b>{html.escape(name)}</b></td><td>{state}</td>"
-                            f"<td><code>{pid}</code></td><td><small>{where}</small></td></tr>")
-        ui["peers"].value = ("<table>" + "".join(rows) + "</table>") if rows else (
+                rows.append(self._peer_row(pg, name))
+        head = ("<tr><th>peer</th><th>state</th><th>peer id</th><th>reachability</th>"
+                "<th>addresses</th><th>hole punch</th></tr>")
+        ui["peers"].value = ("<table>" + head + "".join(rows) + "</table>") if rows else (
             "<i>network not running</i>")
         lines = (pg.log if pg is not None else []) + ui.get("_orphans", [])
         ui["log"].value = "<br>".join(html.escape(x) for x in lines[-12:])
@@ -200,6 +205,31 @@ class PeerLauncher:
             ui["topology"].children = [self.topology.widget]
         elif pg is None:
             ui["topology"].children = []
+
+    @staticmethod
+    def _peer_row(pg: Playground, name: str) -> str:
+        node = pg.nodes.get(name)
+        state = pg.services.states.get(name) if pg.services is not None else None
+        addrs = [str(a) for a in node.listen_addrs()] if node else []
+        reach = punch = ""
+        if node is not None and state is not None:
+            reach = f"{state.reachability} ({state.confidence})"
+            addrs += [f"{a}: {r}" for a, r in state.addresses.items()]
+            addrs += [f"{a} (reserved)" for a in state.circuits[:1]]
+            punch = state.punch
+        where = "<br>".join(html.escape(a) for a in addrs)
+        return (f"<tr><td><b>{html.escape(name)}</b></td>"
+                f"<td>{'running' if node is not None else 'stopped'}</td>"
+                f"<td><code>{node.peer_id.short() if node else ''}</code></td>"
+                f"<td>{html.escape(reach)}</td><td><small>{where}</small></td>"
+                f"<td><small>{html.escape(punch)}</small></td></tr>")
+
+    def state(self) -> dict[str, dict[str, Any]]:
+        """Return what the peers table shows, per peer (for notebooks' assertions)."""
+        pg = self.playground
+        if pg is None or pg.services is None:
+            return {}
+        return {name: dataclasses.asdict(state) for name, state in pg.services.states.items()}
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
