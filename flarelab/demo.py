@@ -5,7 +5,12 @@ multiplexed with Yamux; both sides identify each other; A pings B and runs a per
 measurement; then A opens a second connection over QUIC (TLS 1.3 and native streams) and
 pings again. The trace of both nodes is printed as one readable tree.
 
-Run it with ``python -m flarelab.demo [--size 16MiB] [--trace FILE]``.
+Then Project Flare, on flarelab's simulated internet in virtual time (no root needed): A
+and B sit behind home-router NATs; AutoNAT tells them they are private, B reserves a slot
+on a public relay, A reaches B through it, and DCUtR punches a direct connection, over TCP
+and over QUIC. The hole-punch part of that trace is printed too.
+
+Run it with ``python -m flarelab.demo [--size 16MiB] [--trace FILE] [--no-flare]``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,13 @@ from .tracing.bus import SpanBus
 from .tracing.pretty import format_trace
 from .tracing.provider import TracingConfig
 
-__all__ = ["main", "run_demo"]
+__all__ = ["main", "run_demo", "run_flare_demo"]
+
+#: the spans of the hole-punch story printed at the end (AutoNAT is summed up in a line)
+FLARE_SPANS = ("relay.reserve", "relay.connect", "relay.circuit", "dcutr.upgrade",
+               "dcutr.attempt", "holepunch.dial")
+#: one-way latency of each simulated internet link (relay, servers, the two NATs)
+FLARE_LATENCY = 0.015
 
 
 def _say(text: str = "") -> None:
@@ -70,12 +81,59 @@ async def run_demo(size: int = 16 * 1024 * 1024, trace_file: str | None = None) 
     return bus
 
 
+async def run_flare_demo(transport: str) -> tuple[SpanBus, str]:
+    """Run the Flare flow once on simnet (home routers both sides); return spans and a line."""
+    from .flare import run_flare_simnet
+    from .lab.topology import Topology
+
+    bus = SpanBus()
+    topology = Topology.standard("home_router", "home_router", latency=FLARE_LATENCY)
+    (trial,) = await run_flare_simnet(topology, transport=transport,  # type: ignore[arg-type]
+                                      bus=bus)
+    took = f"{trial.elapsed * 1000:.0f} ms" if trial.elapsed is not None else "-"
+    probes = sum(1 for r in bus.history() if r.name == "autonat.probe" and r.end_ns
+                 and r.resource.get("libp2p.node_label") == "b")
+    line = (f"{transport}: AutoNAT said A {trial.reachability_a}, B {trial.reachability_b} "
+            f"({probes} probes by B); relayed, then {trial.outcome} {took} later, "
+            f"{trial.attempts} attempt(s)"
+            + (f" via {trial.address}" if trial.address else "")
+            + (f" ({trial.reason})" if not trial.direct and trial.reason else ""))
+    return bus, line
+
+
+def _flare_part(width: int) -> None:
+    import trio.testing
+
+    _say()
+    _say("Project Flare on a simulated internet (virtual time, "
+         f"{FLARE_LATENCY * 1000:.0f} ms per link): A and B")
+    _say("behind home-router NATs, a public relay and three AutoNAT servers. AutoNAT ->")
+    _say("private -> reserve on the relay -> A dials B through it -> DCUtR hole punch -> direct.")
+    _say()
+    bus = None
+    for transport in ("tcp", "quic"):
+        clock = trio.testing.MockClock(autojump_threshold=0)
+        bus, line = trio.run(run_flare_demo, transport, clock=clock)
+        _say("  " + line)
+    assert bus is not None
+    peers = {"a", "b", "relay"}
+    records = [r for r in bus.history()
+               if r.end_ns is not None and r.name in FLARE_SPANS
+               and r.resource.get("libp2p.node_label") in peers]
+    _say()
+    _say("The hole punch over QUIC, from the trace (A, B and the relay):")
+    _say()
+    print(format_trace(records, width=width, color=sys.stdout.isatty()))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m flarelab.demo``."""
     parser = argparse.ArgumentParser(prog="python -m flarelab.demo", description=__doc__)
     parser.add_argument("--size", type=parse_size, default=parse_size("16MiB"))
     parser.add_argument("--trace", metavar="FILE", help="also write the spans to FILE")
     parser.add_argument("--width", type=int, default=110)
+    parser.add_argument("--no-flare", action="store_true",
+                        help="skip the hole-punch part (Project Flare on simnet)")
     args = parser.parse_args(argv)
     bus = trio.run(run_demo, args.size, args.trace)
     records = [r for r in bus.history() if r.end_ns is not None]
@@ -85,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_trace(records, width=args.width, color=sys.stdout.isatty()))
     if args.trace:
         _say(f"\nSpans written to {args.trace}; replay them with: flarelab trace show {args.trace}")
+    if not args.no_flare:
+        _flare_part(args.width)
     return 0
 
 

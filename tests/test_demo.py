@@ -24,3 +24,10 @@ def test_demo_prints_the_story_and_the_trace() -> None:
     for name in ("noise.handshake", "noise.msg1 e", "identify.exchange", "ping", "perf",
                  "quic.handshake"):
         assert name in out, name
+    # Project Flare on simnet: both private, relayed, then a direct connection each way
+    for transport in ("tcp", "quic"):
+        assert f"{transport}: AutoNAT said A private, B private" in out
+    assert out.count("relayed, then success") == 2
+    for name in ("relay.reserve", "relay.connect", "dcutr.upgrade", "dcutr.attempt",
+                 "holepunch.dial", "SYNC"):
+        assert name in out.split("Project Flare on")[1], name

@@ -201,5 +201,28 @@ def mark_error(span: Span, err: BaseException, *, side: str | None = None) -> No
             side = ERROR_SIDE_LOCAL
     if side is not None:
         span.set_attribute(LIBP2P_ERROR_SIDE, side)
-    span.record_exception(err)
+    if span.is_recording():
+        span.record_exception(err, attributes=_bounded_exception(err))
     span.set_status(Status(StatusCode.ERROR, f"{type(err).__name__}: {err}"))
+
+
+#: OpenTelemetry's default attribute length limit: longer values are cut (with a warning)
+MAX_ATTRIBUTE_LENGTH: Final = 4096
+
+
+def _bounded_exception(err: BaseException) -> dict[str, str]:
+    """``exception.message`` and ``exception.stacktrace`` within the attribute length limit.
+
+    Deep trio stacks (nurseries, exception groups) make stack traces of many kilobytes; the
+    innermost frames, where the error was raised, are kept, with a note of what was cut.
+    """
+    import traceback
+
+    text = "".join(traceback.format_exception(err))
+    if len(text) > MAX_ATTRIBUTE_LENGTH:
+        note = f"... ({len(text) - MAX_ATTRIBUTE_LENGTH + 100} characters cut)\n"
+        text = note + text[-(MAX_ATTRIBUTE_LENGTH - 100):]
+    message = str(err)
+    if len(message) > MAX_ATTRIBUTE_LENGTH:
+        message = message[: MAX_ATTRIBUTE_LENGTH - 3] + "..."
+    return {"exception.stacktrace": text, "exception.message": message}
