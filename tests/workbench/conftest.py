@@ -7,6 +7,8 @@ they wait on conditions with bounded timeouts, never on fixed sleeps.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
@@ -16,6 +18,19 @@ from flarelab.tracing.bus import SpanBus
 from flarelab.tracing.clock import TrioClock
 from flarelab.tracing.provider import TracingConfig
 from flarelab.tracing.records import SpanRecord
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def workbench_notebooks() -> list[Path]:
+    """Return the workbench's notebooks in reading order (``01_*.ipynb`` ... ``05_*``)."""
+    return sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run a test that takes ``notebook_path`` once per workbench notebook."""
+    if "notebook_path" in metafunc.fixturenames:
+        metafunc.parametrize("notebook_path", workbench_notebooks(), ids=lambda p: p.stem)
 
 
 def simnet_trace(nat_b: str | None = None) -> list[SpanRecord]:

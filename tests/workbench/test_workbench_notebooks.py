@@ -13,10 +13,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import workbench_notebooks
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = workbench_notebooks()
 
 pytestmark = pytest.mark.notebook
 
