@@ -14,14 +14,25 @@ Guest-mode trio only moves while the kernel's loop is free: a cell that blocks (
 freezes the peers too. An error in a background task does not end the runner: it is kept in
 :attr:`TrioRunner.errors` (and logged); an error in ``await runner.run(...)`` is raised in the
 cell. Interrupting a cell that awaits ``runner.run`` cancels that trio call.
+
+Inside ipykernel the runner also guards the kernel's *parent message* (which request a cell's
+outputs and its "idle" status belong to) against a race in ipykernel 7: a widget message
+(``comm_msg``) that arrives while a cell runs is handled concurrently, and when it is done
+ipykernel puts back the parent it saw when it arrived. If the next cell started meanwhile,
+that is the previous cell's request: the running cell's later outputs and its "idle" go to a
+finished cell, and the front end shows it running forever (JupyterLab's "Run All" with live
+Bokeh widgets hit it in about one run in ten). :func:`guard_kernel_parent` turns such a stale
+restore into the newest request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
@@ -31,13 +42,15 @@ import trio
 
 from ..errors import LocalProtocolError
 
-__all__ = ["RunnerClosedError", "TaskHandle", "TrioRunner"]
+__all__ = ["RunnerClosedError", "TaskHandle", "TrioRunner", "guard_kernel_parent"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 #: background task errors kept for :attr:`TrioRunner.errors`
 MAX_ERRORS: Final = 100
+#: message ids :func:`guard_kernel_parent` remembers
+SEEN_REQUESTS: Final = 1000
 
 
 class RunnerClosedError(LocalProtocolError):
@@ -92,6 +105,11 @@ class TrioRunner:
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
         self._closing = False
+        ipython = sys.modules.get("IPython")
+        shell = ipython.get_ipython() if ipython is not None else None
+        kernel = getattr(shell, "kernel", None)
+        if kernel is not None:
+            guard_kernel_parent(kernel)
         previous = signal.getsignal(signal.SIGINT)
         protect = protect_sigint and threading.current_thread() is threading.main_thread()
         if protect:
@@ -219,6 +237,54 @@ class TrioRunner:
     def __repr__(self) -> str:
         state = "running" if self.running else ("closing" if not self.done.done() else "done")
         return f"<TrioRunner {state}, {len(self.errors)} background errors>"
+
+
+def guard_kernel_parent(kernel: Any) -> bool:
+    """Make ipykernel's restore of an older parent message restore the running cell's.
+
+    ipykernel (7.x) handles a ``comm_msg`` that arrives while a cell runs in a task of its
+    own, then calls ``kernel.set_parent`` with the parent it read when the message arrived.
+    Every request is set once when it is dispatched; a parent set a second time is such a
+    restore, and if an execute request was dispatched after it, that request's cell is the
+    one running (or the last one that ran): this wraps the kernel's ``set_parent`` to put
+    that request back instead. Returns False if the kernel was guarded already (or has no
+    ``set_parent``).
+    """
+    original = getattr(kernel, "set_parent", None)
+    if original is None or getattr(original, "_flarelab_guard", False):
+        return False
+    order: dict[str, int] = {}  # msg_id -> when it was first set
+    counter = itertools.count()
+    newest: list[tuple[int, Any, dict[str, Any]]] = []  # the newest execute request
+    current = kernel.get_parent("shell") if hasattr(kernel, "get_parent") else None
+    current_id = _msg_id(current)
+    if current_id is not None:
+        order[current_id] = next(counter)  # the cell running now: set already
+
+    def set_parent(ident: Any, parent: Any, channel: str = "shell") -> Any:
+        msg_id = _msg_id(parent) if channel == "shell" else None
+        if msg_id is not None:
+            first = order.get(msg_id)
+            if first is None:  # dispatched now
+                order[msg_id] = seq = next(counter)
+                if len(order) > SEEN_REQUESTS:
+                    del order[next(iter(order))]
+                if parent["header"].get("msg_type") == "execute_request":
+                    newest[:] = [(seq, ident, parent)]
+            elif newest and first < newest[0][0]:  # a stale restore
+                log.debug("kept parent %s instead of the older %s", _msg_id(newest[0][2]), msg_id)
+                _, ident, parent = newest[0]
+        return original(ident, parent, channel)
+
+    set_parent._flarelab_guard = True  # type: ignore[attr-defined]
+    kernel.set_parent = set_parent
+    return True
+
+
+def _msg_id(parent: Any) -> str | None:
+    header = parent.get("header") if isinstance(parent, dict) else None
+    msg_id = header.get("msg_id") if isinstance(header, dict) else None
+    return msg_id if isinstance(msg_id, str) and msg_id else None
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
