@@ -19,6 +19,7 @@ from flarelab.tracing.records import SpanRecord
 from flarelab.workbench.playground import ACTIONS, Playground, Scenario
 from flarelab.workbench.views.sequence import SequenceBuilder
 from flarelab.workbench.widgets import PeerLauncher, SequenceDiagram, SpanWaterfall, TopologyView
+from flarelab.workbench.widgets.bokeh_widget import BokehWidget
 
 
 async def test_the_diagram_draws_a_burst_in_a_few_batches(
@@ -74,7 +75,7 @@ def test_lanes_from_a_scenario_fix_the_order(trace_records: list[SpanRecord]) ->
     ticks = diagram.plot.figure.xaxis[0].major_label_overrides
     assert ticks == {0: "relay", 1: "NAT A", 2: "A"}
     widget = diagram.widget
-    assert type(widget).__name__ == "BokehModel"
+    assert isinstance(widget, BokehWidget)
 
 
 def test_the_waterfall_filters_by_node_and_family(trace_records: list[SpanRecord]) -> None:
@@ -89,7 +90,7 @@ def test_the_waterfall_filters_by_node_and_family(trace_records: list[SpanRecord
     assert nodes.value == "relay" and "A" in nodes.options
     nodes.value = "A"  # as if picked in the page
     assert set(waterfall.plot.source.data["node"]) == {"A"}
-    assert widget.children[1].__class__.__name__ == "BokehModel"
+    assert isinstance(widget.children[1], BokehWidget)
     assert set(families.options) >= {"noise", "tcp", "quic"}
 
 

@@ -100,11 +100,11 @@ class SequenceDiagram(LiveView):
     # ------------------------------------------------------------------ display
     @property
     def widget(self) -> Any:
-        """Return the notebook widget (a ``jupyter_bokeh.BokehModel``), made on first use."""
+        """Return the notebook widget (a :class:`~.bokeh_widget.BokehWidget`), made on first use."""
         if self._widget is None:
-            from jupyter_bokeh.widgets import BokehModel
+            from .bokeh_widget import BokehWidget
 
-            self._widget = BokehModel(self.plot.layout)
+            self._widget = BokehWidget(self.plot.layout)
         return self._widget
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:

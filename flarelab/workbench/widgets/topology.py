@@ -115,11 +115,11 @@ class TopologyView(LiveView):
     # ------------------------------------------------------------------ display
     @property
     def widget(self) -> Any:
-        """Return the notebook widget (a ``jupyter_bokeh.BokehModel``)."""
+        """Return the notebook widget (a :class:`~.bokeh_widget.BokehWidget`)."""
         if self._widget is None:
-            from jupyter_bokeh.widgets import BokehModel
+            from .bokeh_widget import BokehWidget
 
-            self._widget = BokehModel(self.plot.figure)
+            self._widget = BokehWidget(self.plot.figure)
         return self._widget
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:

@@ -116,7 +116,8 @@ class SpanWaterfall(LiveView):
         """Return the notebook widget: a node dropdown, family choice and the figure."""
         if self._widget is None:
             import ipywidgets as w
-            from jupyter_bokeh.widgets import BokehModel
+
+            from .bokeh_widget import BokehWidget
 
             nodes = w.Dropdown(description="node", options=[ALL_NODES], value=ALL_NODES)
             families = w.SelectMultiple(description="protocols", options=[], rows=5)
@@ -134,7 +135,7 @@ class SpanWaterfall(LiveView):
 
             nodes.observe(on_node, names="value")
             families.observe(on_families, names="value")
-            self._widget = w.VBox([w.HBox([nodes, families]), BokehModel(self.plot.figure)])
+            self._widget = w.VBox([w.HBox([nodes, families]), BokehWidget(self.plot.figure)])
         return self._widget
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
