@@ -24,7 +24,13 @@ from opentelemetry.trace import Tracer
 
 from ..multiaddr import DEFAULT_POLICY, Multiaddr
 from ..tracing import spans
-from ..transports.base import ConnectionHandler, Listener, RawConnection, Transport
+from ..transports.base import (
+    ConnectionHandler,
+    Listener,
+    RawConnection,
+    Transport,
+    transport_target,
+)
 from .packet import canonical_ip, ip_version
 from .tcp import SimTcpListener
 
@@ -40,15 +46,11 @@ _REUSE_FAILURES = {errno.EADDRINUSE, errno.EADDRNOTAVAIL}
 
 def _tcp_target(addr: Multiaddr) -> tuple[str, str, int] | None:
     """Return (kind, ip, port) for /ip4|ip6/<ip>/tcp/<port>[/p2p/..], else None."""
-    comps = addr.components()
-    if len(comps) < 2 or comps[1].name != "tcp":
+    target = transport_target(addr, ("tcp",), hosts=("ip4", "ip6"))
+    if target is None:
         return None
-    if len(comps) > 2 and not (len(comps) == 3 and comps[2].name == "p2p"):
-        return None
-    kind = comps[0].name
-    if kind not in ("ip4", "ip6") or comps[0].value is None or comps[1].value is None:
-        return None
-    return kind, canonical_ip(comps[0].value), int(comps[1].value)
+    kind, ip, port = target
+    return kind, canonical_ip(ip), port
 
 
 @dataclass(eq=False)

@@ -8,6 +8,7 @@ streams (QUIC) set ``upgrades = False`` and return ready connections instead.
 
 from __future__ import annotations
 
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,42 @@ if TYPE_CHECKING:
     from ..identity import PeerId, PublicKey
     from ..muxers.base import MuxedConnection
 
-__all__ = ["Listener", "RawConnection", "SecuredConnection", "Transport"]
+__all__ = [
+    "HOST_PROTOCOLS",
+    "Listener",
+    "RawConnection",
+    "SecuredConnection",
+    "Transport",
+    "address_family",
+    "transport_target",
+]
+
+#: the first components a transport address may start with (IP or DNS name)
+HOST_PROTOCOLS = ("ip4", "ip6", "dns", "dns4", "dns6")
+
+
+def transport_target(addr: Multiaddr, protocols: tuple[str, ...],
+                     hosts: tuple[str, ...] = HOST_PROTOCOLS) -> tuple[str, str, int] | None:
+    """Return ``(kind, host, port)`` for ``/<host kind>/<host>/<protocols...>[/p2p/..]``.
+
+    ``protocols`` are the components after the host, the first carrying the port:
+    ``("tcp",)`` or ``("udp", "quic-v1")``; None if ``addr`` has another shape.
+    """
+    comps = addr.components()
+    n = len(protocols) + 1
+    if len(comps) < n or tuple(c.name for c in comps[1:n]) != protocols:
+        return None
+    if len(comps) > n and not (len(comps) == n + 1 and comps[n].name == "p2p"):
+        return None
+    kind = comps[0].name
+    if kind not in hosts or comps[0].value is None or comps[1].value is None:
+        return None
+    return kind, comps[0].value, int(comps[1].value)
+
+
+def address_family(host: str) -> int:
+    """``AF_INET6`` for an IPv6 address, else ``AF_INET``."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 @dataclass(eq=False)

@@ -19,7 +19,14 @@ from opentelemetry.trace import Tracer
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..tracing import spans
-from .base import ConnectionHandler, Listener, RawConnection, Transport
+from .base import (
+    ConnectionHandler,
+    Listener,
+    RawConnection,
+    Transport,
+    address_family,
+    transport_target,
+)
 
 __all__ = ["TcpListener", "TcpTransport"]
 
@@ -28,20 +35,7 @@ _REUSE_FAILURES = {errno.EADDRINUSE, errno.EADDRNOTAVAIL}
 
 def _tcp_target(addr: Multiaddr) -> tuple[str, str, int] | None:
     """Return (kind, host, port) for /ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>[/p2p/..]."""
-    comps = addr.components()
-    if len(comps) < 2 or comps[1].name != "tcp":
-        return None
-    if len(comps) > 2 and not (len(comps) == 3 and comps[2].name == "p2p"):
-        return None
-    kind = comps[0].name
-    if kind not in ("ip4", "ip6", "dns", "dns4", "dns6") or comps[0].value is None:
-        return None
-    assert comps[1].value is not None
-    return kind, comps[0].value, int(comps[1].value)
-
-
-def _family(ip: str) -> int:
-    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+    return transport_target(addr, ("tcp",))
 
 
 def _sockaddr_multiaddr(sockaddr: tuple) -> Multiaddr:  # type: ignore[type-arg]
@@ -58,7 +52,7 @@ class TcpListener(Listener):
 
     @property
     def family(self) -> int:
-        return _family(self.bound[0])
+        return address_family(self.bound[0])
 
     async def aclose(self) -> None:
         await self.socket_listener.aclose()
@@ -98,7 +92,7 @@ class TcpTransport(Transport):
 
     async def _resolve(self, kind: str, host: str, port: int) -> list[tuple[int, str]]:
         if kind in ("ip4", "ip6"):
-            return [(_family(host), host)]
+            return [(address_family(host), host)]
         family = {"dns4": socket.AF_INET, "dns6": socket.AF_INET6}.get(kind, socket.AF_UNSPEC)
         infos = await trio.socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
         seen: list[tuple[int, str]] = []
@@ -213,7 +207,7 @@ class TcpTransport(Transport):
         if target is None or target[0] not in ("ip4", "ip6"):
             raise ValueError(f"cannot listen on {addr}")
         _, host, port = target
-        family = _family(host)
+        family = address_family(host)
         sock = trio.socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

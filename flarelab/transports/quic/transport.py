@@ -26,7 +26,14 @@ from ...errors import DialError, FlarelabError, attach_context
 from ...identity import PeerId, PrivateKey
 from ...multiaddr import Multiaddr
 from ...tracing import spans
-from ..base import ConnectionHandler, Listener, SecuredConnection, Transport
+from ..base import (
+    ConnectionHandler,
+    Listener,
+    SecuredConnection,
+    Transport,
+    address_family,
+    transport_target,
+)
 from .config import INITIAL_RESENT_COUNT, InitialResend, QuicConfig
 from .sockets import DatagramSocket, SocketFactory, open_udp_socket
 
@@ -48,20 +55,7 @@ PUNCH_SIZE = 64
 
 def quic_target(addr: Multiaddr) -> tuple[str, str, int] | None:
     """Return (kind, host, port) for /ip4|ip6|dns|dns4|dns6/<host>/udp/<port>/quic-v1[/p2p/..]."""
-    comps = addr.components()
-    if len(comps) < 3 or comps[1].name != "udp" or comps[2].name != "quic-v1":
-        return None
-    if len(comps) > 3 and not (len(comps) == 4 and comps[3].name == "p2p"):
-        return None
-    kind = comps[0].name
-    if kind not in ("ip4", "ip6", "dns", "dns4", "dns6") or comps[0].value is None:
-        return None
-    assert comps[1].value is not None
-    return kind, comps[0].value, int(comps[1].value)
-
-
-def _family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
+    return transport_target(addr, ("udp", "quic-v1"))
 
 
 @dataclass(eq=False)
@@ -147,7 +141,7 @@ class QuicTransport(Transport):
         """
         if not (self.reuse_port if reuse_port is None else reuse_port):
             return None
-        family = _family(dest_host)
+        family = address_family(dest_host)
         dest = ipaddress.ip_address(dest_host.split("%", 1)[0])
         wildcard = None
         for endpoint in self._listening:
@@ -244,8 +238,8 @@ class QuicTransport(Transport):
         if endpoint is not None:
             return await endpoint.connect(remote, expected_peer=expected, parent_span=span,
                                           resend_initial=resend_initial)
-        wildcard = "::" if _family(remote[0]) == socket.AF_INET6 else "0.0.0.0"
-        sock = await self.socket_factory(_family(remote[0]), (wildcard, 0))
+        wildcard = "::" if address_family(remote[0]) == socket.AF_INET6 else "0.0.0.0"
+        sock = await self.socket_factory(address_family(remote[0]), (wildcard, 0))
         endpoint = self._endpoint(sock)
         failure: BaseException | None = None
         try:
@@ -306,7 +300,7 @@ class QuicTransport(Transport):
         if target is None or target[0] not in ("ip4", "ip6"):
             raise ValueError(f"cannot listen on {addr}")
         _, host, port = target
-        sock = await self.socket_factory(_family(host), (host, port))
+        sock = await self.socket_factory(address_family(host), (host, port))
         endpoint = self._endpoint(sock)
         listener = QuicListener(endpoint=endpoint, addrs=[endpoint.local_addr])
 
