@@ -38,16 +38,15 @@ from .messages import (
     encode_v1_request,
     encode_v1_response,
 )
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimits
 from .reachability import Observation
+from .server import AutoNATServer
 
 if TYPE_CHECKING:
     from ...identity import PeerId
     from ...multiaddr import Multiaddr
-    from ...node.connection import NetStream
     from ...node.node import Node
     from .config import AutoNATConfig
-    from .metrics import AutoNATMetrics
 
 __all__ = ["V1ProbeResult", "V1Server", "exchange_v1", "observation_of_v1", "probe_v1"]
 
@@ -156,20 +155,12 @@ async def probe_v1(
 # ====================================================================== server
 
 
-class V1Server:
+class V1Server(AutoNATServer):
     """Answers /libp2p/autonat/1.0.0 for one node."""
 
-    def __init__(self, node: Node, config: AutoNATConfig, metrics: AutoNATMetrics) -> None:
-        self.node = node
-        self.config = config
-        self.metrics = metrics
-        self.limiter: RateLimiter[PeerId] = RateLimiter(config.v1_limits)
-
-    async def handle(self, stream: NetStream) -> None:
-        """The node's stream handler (registered without ``allow_limited``)."""
-        conn = stream.connection
-        observed = None if conn.limited else conn.remote_addr
-        await self.serve(stream, requester=stream.remote_peer, observed=observed)
+    def limits(self, config: AutoNATConfig) -> RateLimits:
+        """The v1 server's rate limits."""
+        return config.v1_limits
 
     async def serve(
         self, stream: trio.abc.Stream, *, requester: PeerId, observed: Multiaddr | None

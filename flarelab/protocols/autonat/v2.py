@@ -54,8 +54,9 @@ from .messages import (
     encode_v2_request,
     encode_v2_response,
 )
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimits
 from .reachability import Observation
+from .server import AutoNATServer
 
 if TYPE_CHECKING:
     from ...identity import PeerId
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
     from ...node.connection import Connection, NetStream
     from ...node.node import Node
     from .config import AutoNATConfig
-    from .metrics import AutoNATMetrics
 
 __all__ = [
     "DialBackReceiver",
@@ -367,20 +367,12 @@ async def probe_v2(
 # ====================================================================== server
 
 
-class V2Server:
+class V2Server(AutoNATServer):
     """Answers /libp2p/autonat/2/dial-request for one node."""
 
-    def __init__(self, node: Node, config: AutoNATConfig, metrics: AutoNATMetrics) -> None:
-        self.node = node
-        self.config = config
-        self.metrics = metrics
-        self.limiter: RateLimiter[PeerId] = RateLimiter(config.v2_limits)
-
-    async def handle(self, stream: NetStream) -> None:
-        """The node's stream handler (registered without ``allow_limited``)."""
-        conn = stream.connection
-        observed = None if conn.limited else conn.remote_addr
-        await self.serve(stream, requester=stream.remote_peer, observed=observed)
+    def limits(self, config: AutoNATConfig) -> RateLimits:
+        """The v2 server's rate limits."""
+        return config.v2_limits
 
     async def serve(
         self, stream: trio.abc.Stream, *, requester: PeerId, observed: Multiaddr | None
