@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -26,6 +27,9 @@ from .protocols.ping import PING_PROTOCOL, ping_stream
 from .tracing.bus import SpanBus
 from .tracing.pretty import format_trace
 from .tracing.provider import TracingConfig
+
+if TYPE_CHECKING:
+    from .flare.simnet_run import TransportName
 
 __all__ = ["main", "run_demo", "run_flare_demo"]
 
@@ -81,15 +85,14 @@ async def run_demo(size: int = 16 * 1024 * 1024, trace_file: str | None = None) 
     return bus
 
 
-async def run_flare_demo(transport: str) -> tuple[SpanBus, str]:
+async def run_flare_demo(transport: TransportName) -> tuple[SpanBus, str]:
     """Run the Flare flow once on simnet (home routers both sides); return spans and a line."""
     from .flare import run_flare_simnet
     from .lab.topology import Topology
 
     bus = SpanBus()
     topology = Topology.standard("home_router", "home_router", latency=FLARE_LATENCY)
-    (trial,) = await run_flare_simnet(topology, transport=transport,  # type: ignore[arg-type]
-                                      bus=bus)
+    (trial,) = await run_flare_simnet(topology, transport=transport, bus=bus)
     took = f"{trial.elapsed * 1000:.0f} ms" if trial.elapsed is not None else "-"
     probes = sum(1 for r in bus.history() if r.name == "autonat.probe" and r.end_ns
                  and r.resource.get("libp2p.node_label") == "b")
@@ -111,7 +114,8 @@ def _flare_part(width: int) -> None:
     _say("private -> reserve on the relay -> A dials B through it -> DCUtR hole punch -> direct.")
     _say()
     bus = None
-    for transport in ("tcp", "quic"):
+    transports: tuple[TransportName, ...] = ("tcp", "quic")
+    for transport in transports:
         clock = trio.testing.MockClock(autojump_threshold=0)
         bus, line = trio.run(run_flare_demo, transport, clock=clock)
         _say("  " + line)
